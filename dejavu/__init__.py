@@ -1,0 +1,151 @@
+"""dejavu: audio fingerprinting and recognition.
+
+    from dejavu import Dejavu
+    from dejavu.logic.recognizer.file_recognizer import FileRecognizer
+
+    djv = Dejavu({"database_type": "sqlite", "database": {"path": "fp.db"}})
+    djv.fingerprint_directory("music", [".mp3"])
+    djv.recognize(FileRecognizer, "clip.wav")
+
+The ``Dejavu`` facade only wires the configuration to the pipeline stages in
+:mod:`dejavu.logic` (decode → fingerprint → store / match → align) and the store in
+:mod:`dejavu.database`.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from dejavu.config import Config, load_config
+from dejavu.exceptions import ConfigError, DatabaseError, DecodeError, DejavuError
+
+__version__ = "1.0.0"
+__all__ = ["Dejavu", "DejavuError", "ConfigError", "DatabaseError", "DecodeError", "__version__"]
+
+
+class Dejavu:
+    """Fingerprint songs into a store and recognize audio against it.
+
+    ``config`` is the original's dict (or a :class:`~dejavu.config.Config`); None
+    means the embedded SQLite store ``dejavu.db`` in the current directory.
+    """
+
+    def __init__(self, config: Mapping[str, Any] | Config | None = None) -> None:
+        from dejavu.database import connect
+
+        self.cfg = load_config(config)
+        self.config = dict(self.cfg.raw)
+        self.db = connect(self.cfg.database_type, dict(self.cfg.database))
+        self.limit = self.cfg.fingerprint_limit
+        self._durations: dict[int, float] = {}
+
+    # ------------------------------------------------------------- songs
+    @property
+    def songs(self) -> list[dict[str, Any]]:
+        """Fingerprinted songs (read from the store on each access)."""
+        return self.db.get_songs()
+
+    @property
+    def songhashes_set(self) -> set[str]:
+        """Uppercase hex SHA1s of the fingerprinted files."""
+        return self.db.get_fingerprinted_sha1s()
+
+    def get_fingerprinted_songs(self) -> list[dict[str, Any]]:
+        """Every fingerprinted song as a dict (song_id, song_name, file_sha1, total_hashes, ...)."""
+        return self.db.get_songs()
+
+    def delete_songs_by_id(self, song_ids: Iterable[int]) -> int:
+        """Delete songs and their fingerprints; return how many were deleted."""
+        deleted = self.db.delete_songs_by_id(song_ids)
+        self._durations.clear()
+        return deleted
+
+    def num_songs_cached(self) -> int:
+        """Number of songs, from the in-memory cache used by recognition."""
+        if not self._durations:
+            self._refresh_durations()
+        return len(self._durations)
+
+    def song_frames(self, song_ids: np.ndarray) -> dict[int, int]:
+        """Song lengths in fingerprint frames for ``song_ids`` (cached)."""
+        ids = [int(i) for i in song_ids]
+        if any(i not in self._durations for i in ids):
+            self._refresh_durations()
+        hop = self.cfg.fingerprint.frame_seconds
+        return {i: int(self._durations.get(i, 0.0) / hop) for i in ids}
+
+    def _refresh_durations(self) -> None:
+        self._durations = {s["song_id"]: float(s["duration"] or 0.0) for s in self.db.get_songs()}
+
+    # ------------------------------------------------------------- fingerprinting
+    def fingerprint_directory(self, path: str, extensions: str | Iterable[str],
+                              nprocesses: int | None = None, progress: bool = False):
+        """Fingerprint every file under ``path`` whose extension is listed.
+
+        ``extensions`` may be ``[".mp3", "wav"]`` or a single string; ``nprocesses``
+        defaults to the CPU count.  Files already stored (same SHA1) are skipped and a
+        failing file does not stop the batch.  Returns an
+        :class:`~dejavu.logic.ingest.IngestReport`.
+        """
+        from dejavu.logic import decoder
+        from dejavu.logic.ingest import ingest
+
+        if not os.path.isdir(path):
+            raise DecodeError(f"{path}: not a directory")
+        files = decoder.find_files(path, extensions)
+        report = ingest(self.db, self.cfg, [(f, None) for f, _ in files], nprocesses, progress)
+        self._durations.clear()
+        return report
+
+    def fingerprint_file(self, file_path: str, song_name: str | None = None):
+        """Fingerprint one file (``song_name`` defaults to the file name without extension).
+
+        Returns the :class:`~dejavu.logic.ingest.FileOutcome`; raises DecodeError if the
+        file cannot be fingerprinted.
+        """
+        from dejavu.logic.ingest import ingest
+
+        report = ingest(self.db, self.cfg, [(file_path, song_name)], 1)
+        self._durations.clear()
+        if report.failed:
+            raise DecodeError(report.failed[0].reason)
+        return (report.fingerprinted or report.skipped)[0]
+
+    def fingerprint_files(self, paths: Iterable[str], nprocesses: int | None = None, progress: bool = False):
+        """Fingerprint a list of files; returns an IngestReport."""
+        from dejavu.logic.ingest import ingest
+
+        report = ingest(self.db, self.cfg, [(p, None) for p in paths], nprocesses, progress)
+        self._durations.clear()
+        return report
+
+    def generate_fingerprints(self, samples: np.ndarray, Fs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(hashes int64, offsets int32) of float mono ``samples`` at ``Fs`` Hz (stored-side settings)."""
+        from dejavu.logic.decoder import resample
+        from dejavu.logic.fingerprint import fingerprint
+
+        fp = self.cfg.fingerprint
+        return fingerprint(resample(samples, Fs or fp.sample_rate, fp.sample_rate), fp)
+
+    # ------------------------------------------------------------- recognition
+    def recognize(self, recognizer: type, *options: Any, **kwoptions: Any) -> dict[str, Any]:
+        """``recognizer(self).recognize(*options, **kwoptions)``, e.g. ``recognize(FileRecognizer, path)``."""
+        return recognizer(self).recognize(*options, **kwoptions)
+
+    def recognize_samples(self, samples: np.ndarray, sample_rate: int) -> dict[str, Any]:
+        """Recognize float mono audio, shape (n,), at ``sample_rate`` Hz."""
+        from dejavu.logic.recognizer.base import recognize_samples
+
+        return recognize_samples(self, samples, sample_rate)
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self.db.close()
+
+    def __enter__(self) -> "Dejavu":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

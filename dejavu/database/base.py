@@ -1,0 +1,341 @@
+"""Store: the shared SQL core behind every backend.
+
+Two tables, as in the original dejavu:
+
+* ``songs(song_id, song_name, fingerprinted, file_sha1 UNIQUE, total_hashes,
+  duration, date_created, date_modified)``
+* ``fingerprints(hash BIGINT, song_id, offset)`` indexed by ``hash``.
+
+A song is written in ONE transaction (song row, every hash, ``fingerprinted = 1``),
+so recognition never sees a half-ingested song and a crash leaves nothing behind.
+The unique ``file_sha1`` makes concurrent ingests of the same file store it once.
+
+A backend subclass states only its dialect: how to connect, DDL types, the
+placeholder style, how to get a new row's id, how to bulk-load, and which driver
+exceptions mean "duplicate" or "connection lost".  All SQL is parameterized.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from typing import Any, ClassVar, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from dejavu.exceptions import DatabaseError
+
+log = logging.getLogger(__name__)
+
+SONG_COLUMNS = ("song_id", "song_name", "file_sha1", "total_hashes", "duration", "date_created")
+
+
+def hex_to_int64(h: str) -> int:
+    """The original's hex hash text → this store's signed 64-bit hash (first 16 hex digits)."""
+    return int.from_bytes(bytes.fromhex(h[:16].ljust(16, "0")), "big", signed=True)
+
+
+class BaseDatabase(ABC):
+    """A fingerprint store. Subclasses implement the dialect hooks marked abstract."""
+
+    type: ClassVar[str] = ""
+    #: DB-API placeholder of the driver ("?" or "%s").
+    placeholder: ClassVar[str] = "?"
+    #: How the ``offset`` column is written (it is an SQL keyword).
+    offset_column: ClassVar[str] = '"offset"'
+    #: Largest number of parameters in one statement.
+    max_params: ClassVar[int] = 999
+    #: CREATE statements, run in order by setup().
+    schema: ClassVar[Sequence[str]] = ()
+    #: Driver exception classes turned into DatabaseError.
+    driver_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self._conn: Any = None
+        self._pid = 0
+
+    # ----------------------------------------------------------------- dialect hooks
+    @abstractmethod
+    def _connect(self) -> Any:
+        """Open a DB-API connection (autocommit off). Raise DatabaseError with one clear line."""
+
+    @abstractmethod
+    def _is_duplicate(self, exc: Exception) -> bool:
+        """True if ``exc`` is a unique-constraint violation."""
+
+    def _is_disconnect(self, exc: Exception) -> bool:
+        """True if ``exc`` means the connection is gone (a retry may succeed)."""
+        return False
+
+    def _insert_song_returning_id(self, cur: Any, params: tuple) -> int:
+        """Insert a song row and return its id (default: ``cursor.lastrowid``)."""
+        cur.execute(self.sql_insert_song, params)
+        return int(cur.lastrowid)
+
+    def _bulk_insert(self, cur: Any, rows: np.ndarray) -> None:
+        """Insert fingerprint rows, shape (n, 3) int64 (hash, song_id, offset).
+
+        Default: multi-row INSERTs of as many rows as the parameter limit allows.
+        """
+        per = max(1, self.max_params // 3)
+        p = self.placeholder
+        row = f"({p}, {p}, {p})"
+        head = f"INSERT INTO fingerprints (hash, song_id, {self.offset_column}) VALUES "
+        full_sql = head + ", ".join([row] * per)
+        for start in range(0, len(rows), per):
+            chunk = rows[start:start + per]
+            sql = full_sql if len(chunk) == per else head + ", ".join([row] * len(chunk))
+            cur.execute(sql, chunk.reshape(-1).tolist())
+
+    def _select_hits(self, cur: Any, hashes: list[int]) -> list[tuple]:
+        """Rows (hash, song_id, offset) whose hash is in ``hashes`` (default: IN lists)."""
+        rows: list[tuple] = []
+        for start in range(0, len(hashes), self.max_params):
+            chunk = hashes[start:start + self.max_params]
+            cur.execute(f"SELECT hash, song_id, {self.offset_column} FROM fingerprints "
+                        f"WHERE hash IN ({', '.join([self.placeholder] * len(chunk))})", chunk)
+            rows.extend(cur.fetchall())
+        return rows
+
+    def _begin(self, cur: Any) -> None:
+        """Start a write transaction (DB-API drivers start one implicitly)."""
+
+    # ----------------------------------------------------------------- SQL (shared)
+    def _sql(self, text: str) -> str:
+        return text.replace("?", self.placeholder).replace("{offset}", self.offset_column)
+
+    @property
+    def sql_insert_song(self) -> str:
+        return self._sql("INSERT INTO songs (song_name, file_sha1, total_hashes, duration, fingerprinted) "
+                         "VALUES (?, ?, ?, ?, 0)")
+
+    # ----------------------------------------------------------------- connection
+    @property
+    def connection(self) -> Any:
+        """The connection of this process, opened on first use (and again after a fork)."""
+        if self._conn is None or self._pid != os.getpid():
+            self._conn = self._connect()
+            self._pid = os.getpid()
+        return self._conn
+
+    def close(self) -> None:
+        """Close the connection (a later call reopens it)."""
+        if self._conn is not None and self._pid == os.getpid():
+            try:
+                self._conn.close()
+            except Exception:  # closing a broken connection may fail; nothing to keep
+                pass
+        self._conn = None
+
+    def before_fork(self) -> None:
+        """Drop the connection so children open their own (kept for compatibility)."""
+        self.close()
+
+    def after_fork(self) -> None:
+        """Nothing to do: a connection is reopened lazily in each process."""
+
+    @contextmanager
+    def cursor(self, write: bool = False) -> Iterator[Any]:
+        """A cursor inside a transaction: commit on success, roll back on error.
+
+        A lost connection is reopened once for the next call; driver errors become
+        DatabaseError with the driver's message.
+        """
+        conn = self.connection
+        try:
+            cur = conn.cursor()
+            if write:
+                self._begin(cur)
+            try:
+                yield cur
+                conn.commit()
+            finally:
+                cur.close()
+        except DatabaseError:
+            self._rollback()
+            raise
+        except Exception as exc:
+            self._rollback()
+            if self._is_disconnect(exc):
+                self.close()
+            if isinstance(exc, self.driver_errors):
+                raise DatabaseError(f"{self.type}: {self._describe(exc)}") from exc
+            raise
+
+    def _rollback(self) -> None:
+        try:
+            if self._conn is not None:
+                self._conn.rollback()
+        except Exception:
+            self.close()
+
+    @staticmethod
+    def _describe(exc: Exception) -> str:
+        text = " ".join(str(a) for a in exc.args) if exc.args else str(exc)
+        return " ".join(text.split()) or exc.__class__.__name__
+
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        with self.cursor() as cur:
+            cur.execute(self._sql(sql), tuple(params))
+            return cur.fetchall()
+
+    # ----------------------------------------------------------------- schema
+    def setup(self) -> None:
+        """Create the tables and indexes if they do not exist."""
+        with self.cursor(write=True) as cur:
+            for statement in self.schema:
+                cur.execute(statement)
+
+    def empty(self) -> None:
+        """Drop every song and fingerprint, then recreate the tables."""
+        with self.cursor(write=True) as cur:
+            cur.execute("DROP TABLE IF EXISTS fingerprints")
+            cur.execute("DROP TABLE IF EXISTS songs")
+        self.setup()
+
+    # ----------------------------------------------------------------- reading
+    def get_num_songs(self) -> int:
+        """Number of fully fingerprinted songs."""
+        return int(self._fetch("SELECT COUNT(*) FROM songs WHERE fingerprinted = 1")[0][0])
+
+    def get_num_fingerprints(self) -> int:
+        """Number of stored fingerprint rows."""
+        return int(self._fetch("SELECT COUNT(*) FROM fingerprints")[0][0])
+
+    @staticmethod
+    def _song_dict(row: Sequence[Any]) -> dict[str, Any]:
+        song = dict(zip(SONG_COLUMNS, row))
+        song["file_sha1"] = bytes(song["file_sha1"]).hex().upper()
+        song["date_created"] = str(song["date_created"])
+        return song
+
+    def get_songs(self) -> list[dict[str, Any]]:
+        """Every fingerprinted song: song_id, song_name, file_sha1 (uppercase hex), total_hashes, duration, date_created."""
+        rows = self._fetch(f"SELECT {', '.join(SONG_COLUMNS)} FROM songs WHERE fingerprinted = 1 ORDER BY song_id")
+        return [self._song_dict(r) for r in rows]
+
+    def get_song_by_id(self, song_id: int) -> dict[str, Any] | None:
+        """One song by id, or None."""
+        rows = self._fetch(f"SELECT {', '.join(SONG_COLUMNS)} FROM songs WHERE song_id = ?", (int(song_id),))
+        return self._song_dict(rows[0]) if rows else None
+
+    def get_songs_by_ids(self, song_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """Songs by id (missing ids are left out)."""
+        ids = sorted({int(i) for i in song_ids})
+        found: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(ids), self.max_params):
+            chunk = ids[start:start + self.max_params]
+            rows = self._fetch(f"SELECT {', '.join(SONG_COLUMNS)} FROM songs WHERE fingerprinted = 1 "
+                               f"AND song_id IN ({', '.join('?' * len(chunk))})", chunk)
+            found.update((r[0], self._song_dict(r)) for r in rows)
+        return found
+
+    def get_song_by_sha1(self, file_sha1: str) -> dict[str, Any] | None:
+        """The fingerprinted song whose file SHA1 (hex) is ``file_sha1``, or None."""
+        rows = self._fetch(f"SELECT {', '.join(SONG_COLUMNS)} FROM songs WHERE file_sha1 = ? AND fingerprinted = 1",
+                           (bytes.fromhex(file_sha1),))
+        return self._song_dict(rows[0]) if rows else None
+
+    def get_fingerprinted_sha1s(self) -> set[str]:
+        """Uppercase hex SHA1 of every fingerprinted file."""
+        return {bytes(r[0]).hex().upper() for r in self._fetch("SELECT file_sha1 FROM songs WHERE fingerprinted = 1")}
+
+    def return_matches(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stored rows whose hash is in ``hashes``: (hash int64, song_id int64, offset int64) arrays."""
+        wanted = np.unique(np.asarray(hashes, dtype=np.int64)).tolist()
+        if not wanted:
+            rows: list[tuple] = []
+        else:
+            with self.cursor() as cur:
+                rows = self._select_hits(cur, wanted)
+        arr = np.array(rows, dtype=np.int64).reshape(-1, 3)
+        return arr[:, 0], arr[:, 1], arr[:, 2]
+
+    def query(self, fingerprint: int | None = None) -> list[tuple]:
+        """Rows (hash, song_id, offset) for one hash, or all rows when None (original API)."""
+        if fingerprint is None:
+            return self._fetch(self._sql("SELECT hash, song_id, {offset} FROM fingerprints"))
+        if isinstance(fingerprint, str):
+            fingerprint = hex_to_int64(fingerprint)
+        return self._fetch(self._sql("SELECT hash, song_id, {offset} FROM fingerprints WHERE hash = ?"),
+                           (int(fingerprint),))
+
+    def get_iterable_kv_pairs(self) -> list[tuple]:
+        """Every fingerprint row (original API)."""
+        return self.query(None)
+
+    # ----------------------------------------------------------------- writing
+    def store_song(self, song_name: str, file_sha1: str, hashes: np.ndarray, offsets: np.ndarray,
+                   duration: float) -> int | None:
+        """Store a song and all its hashes atomically; return its id.
+
+        Returns None (and stores nothing) if a song with this file SHA1 exists.
+        """
+        rows = np.empty((len(hashes), 3), dtype=np.int64)
+        rows[:, 0] = hashes
+        rows[:, 2] = offsets
+        rows = np.unique(rows, axis=0) if len(rows) else rows
+        try:
+            with self.cursor(write=True) as cur:
+                song_id = self._insert_song_returning_id(
+                    cur, (song_name, bytes.fromhex(file_sha1), len(rows), float(duration)))
+                rows[:, 1] = song_id
+                self._bulk_insert(cur, rows)
+                cur.execute(self._sql("UPDATE songs SET fingerprinted = 1 WHERE song_id = ?"), (song_id,))
+        except DatabaseError as exc:
+            if exc.__cause__ is not None and self._is_duplicate(exc.__cause__):
+                return None
+            raise
+        return song_id
+
+    def insert_song(self, song_name: str, file_hash: str, total_hashes: int = 0) -> int:
+        """Insert an unfingerprinted song row; return its id (original API)."""
+        with self.cursor(write=True) as cur:
+            return self._insert_song_returning_id(cur, (song_name, bytes.fromhex(file_hash), int(total_hashes), 0.0))
+
+    def insert_hashes(self, song_id: int, hashes: Iterable[tuple[Any, int]], batch_size: int = 1000) -> None:
+        """Insert (hash, offset) pairs for a song (original API; hex or int hashes)."""
+        pairs = [(hex_to_int64(h) if isinstance(h, str) else int(h), int(o)) for h, o in hashes]
+        rows = np.array([(h, song_id, o) for h, o in sorted(set(pairs))], dtype=np.int64).reshape(-1, 3)
+        with self.cursor(write=True) as cur:
+            self._bulk_insert(cur, rows)
+
+    def insert(self, fingerprint: Any, song_id: int, offset: int) -> None:
+        """Insert one fingerprint row (original API)."""
+        self.insert_hashes(song_id, [(fingerprint, offset)])
+
+    def set_song_fingerprinted(self, song_id: int) -> None:
+        """Mark a song complete (original API)."""
+        with self.cursor(write=True) as cur:
+            cur.execute(self._sql("UPDATE songs SET fingerprinted = 1 WHERE song_id = ?"), (int(song_id),))
+
+    def delete_songs_by_id(self, song_ids: Iterable[int], batch_size: int = 1000) -> int:
+        """Delete songs and their fingerprints in one transaction; return how many songs went."""
+        ids = sorted({int(i) for i in song_ids})
+        deleted = 0
+        with self.cursor(write=True) as cur:
+            for start in range(0, len(ids), batch_size):
+                chunk = ids[start:start + batch_size]
+                marks = ", ".join([self.placeholder] * len(chunk))
+                cur.execute(f"DELETE FROM fingerprints WHERE song_id IN ({marks})", chunk)
+                cur.execute(f"DELETE FROM songs WHERE song_id IN ({marks})", chunk)
+                deleted += max(cur.rowcount, 0)
+        return deleted
+
+    def delete_unfingerprinted_songs(self) -> None:
+        """Remove songs left unfinished (only rows written through the original's API can be)."""
+        ids = [r[0] for r in self._fetch("SELECT song_id FROM songs WHERE fingerprinted = 0")]
+        if ids:
+            self.delete_songs_by_id(ids)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and size: songs, fingerprints, audio seconds, bytes on disk (if known)."""
+        songs, seconds = self._fetch("SELECT COUNT(*), COALESCE(SUM(duration), 0) FROM songs WHERE fingerprinted = 1")[0]
+        return {"database_type": self.type, "songs": int(songs), "fingerprints": self.get_num_fingerprints(),
+                "audio_seconds": round(float(seconds), 1), "size_bytes": self.size_bytes()}
+
+    def size_bytes(self) -> int | None:
+        """Bytes the tables and indexes take (None if the backend cannot tell)."""
+        return None

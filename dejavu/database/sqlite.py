@@ -1,0 +1,88 @@
+"""SQLite dialect: the embedded, zero-setup default store (one file, WAL mode)."""
+from __future__ import annotations
+
+import os
+import sqlite3
+from typing import Any
+
+from dejavu.config import DEFAULT_SQLITE_PATH
+from dejavu.database.base import BaseDatabase
+from dejavu.exceptions import DatabaseError
+
+
+class SQLiteDatabase(BaseDatabase):
+    """Fingerprints live in a WITHOUT ROWID table keyed by (hash, song_id, offset):
+    the key is the index, so each row is stored once (≈ 20 bytes)."""
+
+    type = "sqlite"
+    max_params = 32766 // 3 * 3
+    driver_errors = (sqlite3.Error,)
+    schema = (
+        """CREATE TABLE IF NOT EXISTS songs (
+            song_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            song_name TEXT NOT NULL,
+            fingerprinted INTEGER NOT NULL DEFAULT 0,
+            file_sha1 BLOB NOT NULL UNIQUE,
+            total_hashes INTEGER NOT NULL DEFAULT 0,
+            duration REAL NOT NULL DEFAULT 0,
+            date_created TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+            date_modified TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)""",
+        """CREATE TABLE IF NOT EXISTS fingerprints (
+            hash INTEGER NOT NULL,
+            song_id INTEGER NOT NULL,
+            "offset" INTEGER NOT NULL,
+            PRIMARY KEY (hash, song_id, "offset")) WITHOUT ROWID""",
+    )
+
+    def __init__(self, path: str = DEFAULT_SQLITE_PATH, timeout: float = 60.0, **options: Any) -> None:
+        super().__init__(path=path, timeout=timeout, **options)
+        self.path = path
+        self.timeout = timeout
+
+    def _connect(self) -> sqlite3.Connection:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            raise DatabaseError(f"sqlite: cannot open {self.path}: directory {directory} does not exist")
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=%d" % int(self.timeout * 1000))
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"sqlite: cannot open {self.path}: {exc}") from None
+        return _AutoBegin(conn)
+
+    def _begin(self, cur: Any) -> None:
+        cur.execute("BEGIN IMMEDIATE")  # take the write lock now: no deadlock on upgrade
+
+    def _is_duplicate(self, exc: Exception) -> bool:
+        return isinstance(exc, sqlite3.IntegrityError)
+
+    def size_bytes(self) -> int | None:
+        (pages,), = self._fetch("PRAGMA page_count")
+        (size,), = self._fetch("PRAGMA page_size")
+        (free,), = self._fetch("PRAGMA freelist_count")
+        return int((pages - free) * size)
+
+
+class _AutoBegin:
+    """A sqlite3 connection in autocommit mode whose commit/rollback are no-ops
+    outside a transaction, so BaseDatabase can treat it like any DB-API connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def cursor(self) -> sqlite3.Cursor:
+        return self._conn.cursor()
+
+    def commit(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self._conn.close()

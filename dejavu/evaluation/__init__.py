@@ -1,0 +1,1 @@
+"""Evaluation tools: measure how robust recognition is to degraded audio."""

@@ -1,0 +1,201 @@
+"""Decode: any audio ffmpeg reads → float32 mono samples at the fingerprint's rate.
+
+ffmpeg does the decoding, down-mixing and resampling in one streamed pass (no
+intermediate WAV, no whole-file buffers), so long files cost bounded memory.
+Arrays that are already in memory (microphone, tests) go through :func:`resample`.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+from fractions import Fraction
+from typing import IO, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from dejavu.exceptions import DecodeError
+
+log = logging.getLogger(__name__)
+
+_BYTES_PER_SAMPLE = 4  # float32
+
+
+def unique_hash(file_path: str, block_size: int = 2**20) -> str:
+    """SHA1 of the file's bytes as uppercase hex (the original's ``file_sha1``)."""
+    sha1 = hashlib.sha1()
+    try:
+        with open(file_path, "rb") as fh:
+            while block := fh.read(block_size):
+                sha1.update(block)
+    except OSError as exc:
+        raise DecodeError(f"{file_path}: cannot read file: {exc.strerror or exc}") from None
+    return sha1.hexdigest().upper()
+
+
+def normalize_extensions(extensions: str | Iterable[str] | None) -> list[str]:
+    """``"mp3"``, ``[".mp3", "WAV"]`` → ``["mp3", "wav"]`` (lower case, no dots)."""
+    if extensions is None:
+        return []
+    if isinstance(extensions, str):
+        extensions = [extensions]
+    return [e.strip().lstrip(".").lower() for e in extensions if e.strip().lstrip(".")]
+
+
+def find_files(path: str, extensions: str | Iterable[str] | None) -> list[tuple[str, str]]:
+    """Files under ``path`` (recursively, sorted) whose extension is in ``extensions``.
+
+    Extensions match case-insensitively, with or without the dot; an empty list
+    matches every file.  Returns ``(file_path, extension)`` pairs, as the original.
+    """
+    wanted = normalize_extensions(extensions)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(path, onerror=lambda e: log.warning("%s", e)):
+        dirnames.sort()
+        for name in sorted(filenames):
+            ext = os.path.splitext(name)[1].lstrip(".")
+            if not wanted or ext.lower() in wanted or any(fnmatch.fnmatch(name.lower(), f"*.{w}") for w in wanted):
+                found.append((os.path.join(dirpath, name), ext))
+    return found
+
+
+def get_audio_name_from_path(file_path: str) -> str:
+    """Default song name: the file name without its extension."""
+    return os.path.splitext(os.path.basename(file_path))[0]
+
+
+def _ffmpeg() -> str:
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise DecodeError("ffmpeg was not found on PATH; install it (e.g. apt-get install ffmpeg)")
+    return exe
+
+
+def _ffmpeg_command(source: str, sample_rate: int, limit: float | None,
+                    input_args: Sequence[str] = ()) -> list[str]:
+    cmd = [_ffmpeg(), "-hide_banner", "-loglevel", "error", *(["-nostdin"] if source != "-" else []),
+           *input_args, "-i", "pipe:0" if source == "-" else source,
+           "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(sample_rate)]
+    if limit:
+        cmd += ["-t", f"{limit:.6f}"]
+    return cmd + ["-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
+
+
+def _ffmpeg_reason(stderr: bytes) -> str:
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    if not lines:
+        return "ffmpeg failed without a message"
+    reason = lines[-1]
+    for line in lines:  # the first line that says what is wrong is usually the best
+        if any(k in line for k in ("Invalid data", "No such file", "matches no streams",
+                                   "Permission denied", "does not contain any stream",
+                                   "Is a directory", "Failed to find")):
+            reason = line
+            break
+    return reason.split(": ", 1)[-1] if reason.startswith(("[", "/")) else reason
+
+
+def _check_source(path: str) -> None:
+    if path == "-" or "://" in path:
+        return
+    if not os.path.exists(path):
+        raise DecodeError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise DecodeError(f"{path}: is a directory, not an audio file")
+    if not os.access(path, os.R_OK):
+        raise DecodeError(f"{path}: permission denied")
+    if os.path.getsize(path) == 0:
+        raise DecodeError(f"{path}: file is empty")
+
+
+def stream(source: str, sample_rate: int, *, block_seconds: float = 10.0,
+           limit: float | None = None, input_args: Sequence[str] = (),
+           stdin: IO[bytes] | None = None) -> Iterator[np.ndarray]:
+    """Yield consecutive float32 mono blocks of ``source`` at ``sample_rate`` Hz.
+
+    ``source`` is a file path, a URL ffmpeg can open, or ``"-"`` for ``stdin``;
+    ``input_args`` go before ``-i`` (e.g. ``["-f", "s16le", "-ar", "8000", "-ac", "1"]``
+    for raw PCM).  Each block holds ``block_seconds`` of audio except the last.
+    Memory stays bounded by one block.  Raises DecodeError naming the source.
+    """
+    _check_source(source)
+    cmd = _ffmpeg_command(source, sample_rate, limit, input_args)
+    block_bytes = max(1, int(block_seconds * sample_rate)) * _BYTES_PER_SAMPLE
+    proc = subprocess.Popen(cmd, stdin=stdin if source == "-" else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    total = 0
+    try:
+        pending = b""
+        while True:
+            chunk = proc.stdout.read(block_bytes - len(pending))
+            if not chunk:
+                break
+            pending += chunk
+            if len(pending) >= block_bytes:
+                total += len(pending)
+                yield np.frombuffer(pending, dtype="<f4").copy()
+                pending = b""
+        usable = len(pending) - len(pending) % _BYTES_PER_SAMPLE
+        if usable:
+            total += usable
+            yield np.frombuffer(pending[:usable], dtype="<f4").copy()
+        stderr = proc.stderr.read()
+        code = proc.wait()
+        if code != 0 and total == 0:
+            raise DecodeError(f"{source}: cannot decode: {_ffmpeg_reason(stderr)}")
+        if code != 0:
+            log.warning("%s: decoding stopped early: %s", source, _ffmpeg_reason(stderr))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def decode(source: str, sample_rate: int, limit: float | None = None) -> np.ndarray:
+    """The whole of ``source`` (or its first ``limit`` seconds) as float32 mono, shape (n,).
+
+    Raises DecodeError if the file holds no audio.
+    """
+    blocks = list(stream(source, sample_rate, block_seconds=60.0, limit=limit))
+    samples = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+    if samples.size == 0:
+        raise DecodeError(f"{source}: contains no audio samples")
+    return samples
+
+
+def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Resample float samples, shape (n,) at ``from_rate`` Hz → shape (m,) at ``to_rate`` Hz."""
+    samples = np.asarray(samples, dtype=np.float32)
+    if from_rate == to_rate:
+        return samples
+    from scipy.signal import resample_poly
+
+    ratio = Fraction(int(to_rate), int(from_rate))
+    return resample_poly(samples, ratio.numerator, ratio.denominator).astype(np.float32)
+
+
+def to_mono_float(data: np.ndarray) -> np.ndarray:
+    """Interleaved or (n, channels) integer/float PCM → float32 mono in [-1, 1], shape (n,)."""
+    data = np.asarray(data)
+    if data.dtype.kind in "iu":
+        info = np.iinfo(data.dtype)
+        scale = float(max(-int(info.min), int(info.max) + 1)) if data.dtype.kind == "i" else (info.max + 1) / 2
+        data = (data.astype(np.float32) - (0 if data.dtype.kind == "i" else scale)) / scale
+    data = data.astype(np.float32, copy=False)
+    return data.mean(axis=1, dtype=np.float32) if data.ndim == 2 else data
+
+
+def stretch(samples: np.ndarray, factor: float) -> np.ndarray:
+    """Undo a playback-speed change: audio played ``factor`` times too fast, shape (n,),
+    becomes shape (≈ n·factor,) with pitch and tempo restored (at the same rate)."""
+    from scipy.signal import resample_poly
+
+    ratio = Fraction(factor).limit_denominator(100)
+    return resample_poly(np.asarray(samples, dtype=np.float32), ratio.numerator,
+                         ratio.denominator).astype(np.float32)

@@ -1,0 +1,173 @@
+"""Ingest: files → (decode, fingerprint) in worker processes → one transaction per song.
+
+Workers only read files and compute; the parent process is the single writer, so
+SQLite needs no cross-process locking and a failed file never touches the store.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from dejavu.config import Config
+from dejavu.database import BaseDatabase
+from dejavu.exceptions import DejavuError
+from dejavu.logic import decoder
+from dejavu.logic.fingerprint import concat, fingerprint_stream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FileOutcome:
+    """What happened to one input file."""
+
+    path: str
+    status: str                       # "fingerprinted", "skipped" or "failed"
+    song_name: str = ""
+    file_sha1: str = ""
+    reason: str = ""                  # why it failed or was skipped
+    song_id: int | None = None
+    hashes: np.ndarray | None = None  # int64, shape (m,)
+    offsets: np.ndarray | None = None  # int32, shape (m,)
+    duration: float = 0.0             # seconds of audio fingerprinted
+
+
+@dataclass
+class IngestReport:
+    """Outcome of a batch: lists of FileOutcome by status."""
+
+    fingerprinted: list[FileOutcome] = field(default_factory=list)
+    skipped: list[FileOutcome] = field(default_factory=list)
+    failed: list[FileOutcome] = field(default_factory=list)
+
+    def add(self, outcome: FileOutcome) -> None:
+        getattr(self, outcome.status).append(outcome)
+
+    @property
+    def ok(self) -> bool:
+        """True when no file failed."""
+        return not self.failed
+
+
+_known_sha1s: frozenset[str] = frozenset()
+
+
+def _init_worker(known: frozenset[str]) -> None:
+    global _known_sha1s
+    _known_sha1s = known
+
+
+def fingerprint_one(path: str, song_name: str | None, cfg: Config) -> FileOutcome:
+    """Decode and fingerprint one file (no database access). Never raises."""
+    name = song_name or decoder.get_audio_name_from_path(path)
+    try:
+        sha1 = decoder.unique_hash(path)
+        if sha1 in _known_sha1s:
+            return FileOutcome(path, "skipped", name, sha1, reason="already fingerprinted")
+        fp = cfg.fingerprint
+        blocks = decoder.stream(path, fp.sample_rate, block_seconds=30.0, limit=cfg.fingerprint_limit)
+        counted = _Counter(blocks)
+        hashes, offsets = concat(fingerprint_stream(counted, fp))
+        if counted.samples == 0:
+            raise DejavuError(f"{path}: contains no audio samples")
+        if hashes.size == 0:
+            raise DejavuError(f"{path}: no fingerprints (silent, or shorter than "
+                              f"{fp.max_hash_time_delta * fp.frame_seconds:.1f} s of sound)")
+        return FileOutcome(path, "fingerprinted", name, sha1, hashes=hashes, offsets=offsets,
+                           duration=counted.samples / fp.sample_rate)
+    except DejavuError as exc:
+        return FileOutcome(path, "failed", name, reason=str(exc))
+    except Exception as exc:  # a batch must survive anything one file does
+        log.debug("unexpected error on %s", path, exc_info=True)
+        return FileOutcome(path, "failed", name, reason=f"{path}: unexpected error: {exc!r}")
+
+
+class _Counter:
+    """Iterate blocks while counting samples."""
+
+    def __init__(self, blocks: Iterable[np.ndarray]) -> None:
+        self._blocks = blocks
+        self.samples = 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for block in self._blocks:
+            self.samples += block.size
+            yield block
+
+
+def _work(task: tuple[str, str | None, Config]) -> FileOutcome:
+    return fingerprint_one(*task)
+
+
+def store(db: BaseDatabase, outcome: FileOutcome) -> FileOutcome:
+    """Write a fingerprinted file's song and hashes in one transaction (DatabaseError propagates)."""
+    if outcome.status != "fingerprinted":
+        return outcome
+    song_id = db.store_song(outcome.song_name, outcome.file_sha1, outcome.hashes,
+                            outcome.offsets, outcome.duration)
+    if song_id is None:
+        outcome.status, outcome.reason = "skipped", "already fingerprinted"
+    else:
+        outcome.song_id = song_id
+    outcome.hashes = outcome.offsets = None  # free memory; the store has them
+    return outcome
+
+
+def ingest(db: BaseDatabase, cfg: Config, tasks: list[tuple[str, str | None]],
+           nprocesses: int | None = None, progress: bool = False) -> IngestReport:
+    """Fingerprint and store files, ``nprocesses`` at a time; report per file.
+
+    ``tasks`` are (path, song_name or None).  Files whose SHA1 is already stored are
+    skipped.  A database error (e.g. server gone) stops the batch and is raised;
+    files stored before it stay stored, the file in flight is not stored at all.
+    """
+    report = IngestReport()
+    if not tasks:
+        return report
+    known = frozenset(db.get_fingerprinted_sha1s())
+    nprocesses = nprocesses or os.cpu_count() or 1
+    nprocesses = max(1, min(nprocesses, len(tasks)))
+    work = [(path, name, cfg) for path, name in tasks]
+    bar = _progress(len(work), progress)
+    try:
+        if nprocesses == 1:
+            _init_worker(known)
+            results: Iterable[FileOutcome] = map(_work, work)
+            pool = None
+        else:
+            pool = multiprocessing.get_context("spawn" if sys.platform == "win32" else "fork").Pool(
+                nprocesses, initializer=_init_worker, initargs=(known,))
+            results = pool.imap_unordered(_work, work)
+        try:
+            for outcome in results:
+                outcome = store(db, outcome)
+                report.add(outcome)
+                if outcome.status == "failed":
+                    log.error("%s", outcome.reason)
+                elif outcome.status == "skipped":
+                    log.info("%s: %s", outcome.path, outcome.reason)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+    finally:
+        if bar is not None:
+            bar.close()
+        _init_worker(frozenset())
+    return report
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", desc="fingerprinting", file=sys.stderr, dynamic_ncols=True)

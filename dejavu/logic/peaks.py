@@ -1,0 +1,50 @@
+"""Peaks: log spectrogram → the strongest local maxima (time-frequency landmarks).
+
+A cell is a peak when it is the maximum of its ``(2·nt+1) × (2·nf+1)`` neighbourhood
+(a separable running maximum, O(1) per cell whatever the neighbourhood size), is
+and is louder than ``amp_min`` dBFS.  A density cap then keeps the ``per_block`` loudest peaks of every block
+of ``block`` frames, counted from frame 0, so the same audio gives the same peaks
+whether it is processed whole or in pieces.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import maximum_filter1d
+
+
+def find_peaks(spec: np.ndarray, neighborhood_time: int, neighborhood_freq: int,
+               amp_min: float, block: int, per_block: int,
+               frame_offset: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Local maxima of a spectrogram.
+
+    Parameters
+    ----------
+    spec : np.ndarray [shape=(n_frames, n_bins)], dB
+    neighborhood_time, neighborhood_freq : half-sizes of the max-filter neighbourhood (frames, bins)
+    amp_min : minimum level of a peak, dB
+    block, per_block : density cap, at most ``per_block`` peaks per ``block`` frames
+    frame_offset : absolute index of ``spec``'s first frame (aligns the density blocks)
+
+    Returns
+    -------
+    frames : np.ndarray [shape=(p,)], int32, absolute frame index (sorted ascending)
+    bins : np.ndarray [shape=(p,)], int32, column of ``spec``
+    levels : np.ndarray [shape=(p,)], float32, dB
+    """
+    if spec.size == 0:
+        empty = np.zeros(0, dtype=np.int32)
+        return empty, empty, np.zeros(0, dtype=np.float32)
+    local = maximum_filter1d(spec, 2 * neighborhood_freq + 1, axis=1, mode="constant", cval=-np.inf)
+    local = maximum_filter1d(local, 2 * neighborhood_time + 1, axis=0, mode="constant", cval=-np.inf)
+    mask = (spec == local) & (spec > amp_min)
+    t, f = np.nonzero(mask)
+    levels = spec[t, f]
+    t = t + frame_offset
+    # Density cap: rank peaks by level inside each block, keep the loudest.
+    block_id = t // block
+    order = np.lexsort((-levels, block_id))
+    block_sorted = block_id[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(block_sorted)) + 1]
+    rank = np.arange(order.size) - np.repeat(starts, np.diff(np.r_[starts, order.size]))
+    keep = np.sort(order[rank < per_block])  # row-major nonzero order = sorted by frame
+    return t[keep].astype(np.int32), f[keep].astype(np.int32), levels[keep]
