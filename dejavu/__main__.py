@@ -1,0 +1,4 @@
+"""``python -m dejavu``: the command line."""
+from dejavu.cli import run
+
+run()

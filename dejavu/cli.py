@@ -1,0 +1,180 @@
+"""The ``dejavu`` command line (thin: parse, call the library, print).
+
+Exit status: 0 = success / matched, 1 = no match (or some files failed), 2 = error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any, Sequence
+
+from dejavu.config import DEFAULT_SQLITE_PATH, ENV_DATABASE_PASSWORD, ENV_DATABASE_URL
+
+log = logging.getLogger("dejavu")
+
+EXIT_OK, EXIT_NO_MATCH, EXIT_ERROR = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # usage + one line, exit 2 (no traceback)
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="dejavu",
+        description="Dejavu: audio fingerprinting and recognition. Fingerprint songs into a "
+                    "database, then name the song (and the position in it) of a clip.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"""database:
+  Without --config, an embedded SQLite database ./{DEFAULT_SQLITE_PATH} in the current
+  directory is used. A config file is the original dejavu's JSON, e.g.
+    {{"database_type": "sqlite", "database": {{"path": "fp.db"}}}}
+    {{"database_type": "postgres", "database": {{"host": "127.0.0.1", "user": "dejavu",
+      "password": "secret", "database": "dejavu"}}}}
+  {ENV_DATABASE_URL} (postgresql://..., mysql://..., sqlite:///path) overrides the
+  database settings and {ENV_DATABASE_PASSWORD} the password.
+
+examples:
+  dejavu --fingerprint ~/Music mp3 flac      fingerprint a folder (recursively)
+  dejavu --fingerprint song.mp3              fingerprint one file
+  dejavu --recognize file clip.wav           print the match as JSON
+  dejavu --list                              list fingerprinted songs
+
+exit status: 0 matched / done, 1 no match / some files failed, 2 error""")
+    parser.add_argument("-c", "--config", metavar="PATH",
+                        help="JSON configuration file (default: embedded SQLite ./%s)" % DEFAULT_SQLITE_PATH)
+    actions = parser.add_mutually_exclusive_group()
+    actions.add_argument("-f", "--fingerprint", nargs="+", metavar=("PATH", "EXT"),
+                         help="fingerprint a file, or a directory and the extensions to take "
+                              "(e.g. 'mp3 wav'; with or without dots). Files already fingerprinted "
+                              "(same SHA1) are skipped")
+    actions.add_argument("-r", "--recognize", nargs="+", metavar=("SOURCE", "ARG"),
+                         help="'file PATH' recognizes a file; 'mic SECONDS' records from the "
+                              "microphone. Prints the result as JSON")
+    actions.add_argument("--list", action="store_true", help="list the fingerprinted songs as JSON lines")
+    actions.add_argument("--delete", nargs="+", type=int, metavar="SONG_ID", help="delete songs by id")
+    actions.add_argument("--stats", action="store_true", help="print database statistics as JSON")
+    parser.add_argument("-n", "--nprocs", type=int, default=None, metavar="N",
+                        help="worker processes for --fingerprint (default: CPU count)")
+    parser.add_argument("--name", metavar="NAME", help="song name for --fingerprint FILE "
+                                                       "(default: file name without extension)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug log output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="errors only")
+    parser.add_argument("--version", action="version", version=f"dejavu {_version()}")
+    return parser
+
+
+def _version() -> str:
+    from dejavu import __version__
+
+    return __version__
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _fingerprint(djv: Any, args: argparse.Namespace) -> int:
+    target, *exts = args.fingerprint
+    progress = not args.no_progress and not args.quiet
+    if os.path.isdir(target):
+        if not exts:
+            log.error("%s is a directory: give the extensions to fingerprint, e.g. --fingerprint %s mp3",
+                      target, target)
+            return EXIT_ERROR
+        report = djv.fingerprint_directory(target, exts, args.nprocs, progress=progress)
+    else:
+        if exts:
+            log.error("%s is not a directory (extensions are only for directories)", target)
+            return EXIT_ERROR
+        if not os.path.exists(target):
+            log.error("%s: no such file or directory", target)
+            return EXIT_ERROR
+        from dejavu.logic.ingest import ingest
+
+        report = ingest(djv.db, djv.cfg, [(target, args.name)], 1)
+    log.info("fingerprinted %d, skipped %d (already in the database), failed %d",
+             len(report.fingerprinted), len(report.skipped), len(report.failed))
+    return EXIT_OK if report.ok else EXIT_NO_MATCH
+
+
+def _check_recognize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Reject malformed --recognize arguments before touching the database."""
+    if len(args.recognize) != 2:
+        parser.error("--recognize takes SOURCE ARG: 'file PATH' or 'mic SECONDS'")
+    source, arg = args.recognize
+    if source.lower() in ("mic", "microphone"):
+        try:
+            if float(arg) <= 0:
+                raise ValueError
+        except ValueError:
+            parser.error(f"--recognize mic takes a positive number of seconds, got {arg!r}")
+    elif source.lower() != "file":
+        parser.error(f"unknown --recognize source {source!r} (use 'file' or 'mic')")
+
+
+def _recognize(djv: Any, args: argparse.Namespace) -> int:
+    source, arg = args.recognize
+    if source.lower() == "file":
+        from dejavu.logic.recognizer.file_recognizer import FileRecognizer
+
+        result = djv.recognize(FileRecognizer, arg)
+    else:
+        from dejavu.logic.recognizer.microphone_recognizer import MicrophoneRecognizer
+
+        result = djv.recognize(MicrophoneRecognizer, seconds=float(arg))
+    _emit(result)
+    return EXIT_OK if result["results"] else EXIT_NO_MATCH
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.ERROR if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
+    logging.basicConfig(level=level, format="dejavu: %(message)s", stream=sys.stderr)
+    if not (args.fingerprint or args.recognize or args.list or args.delete or args.stats):
+        parser.print_help()
+        return EXIT_OK
+    if args.recognize:
+        _check_recognize(args, parser)
+    from dejavu import Dejavu
+    from dejavu.config import read_config_file
+    from dejavu.exceptions import DejavuError
+
+    try:
+        config = read_config_file(args.config) if args.config else None
+        with Dejavu(config) as djv:
+            if args.fingerprint:
+                return _fingerprint(djv, args)
+            if args.recognize:
+                return _recognize(djv, args)
+            if args.list:
+                for song in djv.get_fingerprinted_songs():
+                    _emit(song)
+                return EXIT_OK
+            if args.delete:
+                deleted = djv.delete_songs_by_id(args.delete)
+                log.info("deleted %d song(s)", deleted)
+                return EXIT_OK if deleted == len(set(args.delete)) else EXIT_NO_MATCH
+            _emit(djv.db.stats())
+            return EXIT_OK
+    except DejavuError as exc:
+        log.error("%s", exc)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
