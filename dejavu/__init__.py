@@ -14,7 +14,7 @@ The ``Dejavu`` facade only wires the configuration to the pipeline stages in
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -39,7 +39,6 @@ class Dejavu:
         self.config = dict(self.cfg.raw)
         self.db = connect(self.cfg.database_type, dict(self.cfg.database))
         self.limit = self.cfg.fingerprint_limit
-        self._durations: dict[int, float] = {}
 
     # ------------------------------------------------------------- songs
     @property
@@ -58,26 +57,7 @@ class Dejavu:
 
     def delete_songs_by_id(self, song_ids: Iterable[int]) -> int:
         """Delete songs and their fingerprints; return how many were deleted."""
-        deleted = self.db.delete_songs_by_id(song_ids)
-        self._durations.clear()
-        return deleted
-
-    def num_songs_cached(self) -> int:
-        """Number of songs, from the in-memory cache used by recognition."""
-        if not self._durations:
-            self._refresh_durations()
-        return len(self._durations)
-
-    def song_frames(self, song_ids: np.ndarray) -> dict[int, int]:
-        """Song lengths in fingerprint frames for ``song_ids`` (cached)."""
-        ids = [int(i) for i in song_ids]
-        if any(i not in self._durations for i in ids):
-            self._refresh_durations()
-        hop = self.cfg.fingerprint.frame_seconds
-        return {i: int(self._durations.get(i, 0.0) / hop) for i in ids}
-
-    def _refresh_durations(self) -> None:
-        self._durations = {s["song_id"]: float(s["duration"] or 0.0) for s in self.db.get_songs()}
+        return self.db.delete_songs_by_id(song_ids)
 
     # ------------------------------------------------------------- fingerprinting
     def fingerprint_directory(self, path: str, extensions: str | Iterable[str],
@@ -96,7 +76,6 @@ class Dejavu:
             raise DecodeError(f"{path}: not a directory")
         files = decoder.find_files(path, extensions)
         report = ingest(self.db, self.cfg, [(f, None) for f, _ in files], nprocesses, progress)
-        self._durations.clear()
         return report
 
     def fingerprint_file(self, file_path: str, song_name: str | None = None):
@@ -108,7 +87,6 @@ class Dejavu:
         from dejavu.logic.ingest import ingest
 
         report = ingest(self.db, self.cfg, [(file_path, song_name)], 1)
-        self._durations.clear()
         if report.failed:
             raise DecodeError(report.failed[0].reason)
         return (report.fingerprinted or report.skipped)[0]
@@ -118,7 +96,6 @@ class Dejavu:
         from dejavu.logic.ingest import ingest
 
         report = ingest(self.db, self.cfg, [(p, None) for p in paths], nprocesses, progress)
-        self._durations.clear()
         return report
 
     def generate_fingerprints(self, samples: np.ndarray, Fs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -139,6 +116,19 @@ class Dejavu:
         from dejavu.logic.recognizer.base import recognize_samples
 
         return recognize_samples(self, samples, sample_rate)
+
+    def monitor(self, source: str, window: float | None = None, hop: float | None = None,
+                **options: Any) -> Iterator[Any]:
+        """Known songs in a long stream, as :class:`~dejavu.logic.monitor.Segment` objects
+        yielded as each one ends.
+
+        ``source``: a file, a URL, ``"-"`` (stdin) or ``"mic"``; ``window``/``hop`` in
+        seconds (None = the ``monitor`` configuration); ``options``: ``input_args``
+        (ffmpeg input options, e.g. for raw PCM) and ``stdin``.
+        """
+        from dejavu.logic.monitor import monitor
+
+        return monitor(self, source, window, hop, **options)
 
     def close(self) -> None:
         """Close the database connection."""

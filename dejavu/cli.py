@@ -43,6 +43,9 @@ examples:
   dejavu --fingerprint ~/Music mp3 flac      fingerprint a folder (recursively)
   dejavu --fingerprint song.mp3              fingerprint one file
   dejavu --recognize file clip.wav           print the match as JSON
+  dejavu --recognize mic 10 --until-match    listen up to 10 s, stop at the first match
+  dejavu --monitor show.mp3                  one JSON line per song heard (start/end s)
+  arecord -f S16_LE -r 44100 -c 2 -t raw | dejavu --monitor - --format s16le --rate 44100 --channels 2
   dejavu --list                              list fingerprinted songs
 
 exit status: 0 matched / done, 1 no match / some files failed, 2 error""")
@@ -57,8 +60,24 @@ exit status: 0 matched / done, 1 no match / some files failed, 2 error""")
                          help="'file PATH' recognizes a file; 'mic SECONDS' records from the "
                               "microphone. Prints the result as JSON")
     actions.add_argument("--list", action="store_true", help="list the fingerprinted songs as JSON lines")
+    actions.add_argument("--list-devices", action="store_true",
+                         help="list the audio input devices as JSON lines (index, name, channels, "
+                              "default_sample_rate); choose one with the config's microphone.device")
+    actions.add_argument("--monitor", metavar="SOURCE",
+                         help="report the known songs in a long stream, one JSON line per song as it "
+                              "ends: SOURCE is a file, a URL, '-' (stdin) or 'mic'")
     actions.add_argument("--delete", nargs="+", type=int, metavar="SONG_ID", help="delete songs by id")
     actions.add_argument("--stats", action="store_true", help="print database statistics as JSON")
+    parser.add_argument("--until-match", action="store_true",
+                        help="with --recognize mic: stop listening at the first match")
+    parser.add_argument("--window", type=float, metavar="S",
+                        help="with --monitor: seconds recognized at a time (default: config, 10)")
+    parser.add_argument("--hop", type=float, metavar="S",
+                        help="with --monitor: seconds between windows (default: config, 5)")
+    parser.add_argument("--format", metavar="FMT", dest="input_format",
+                        help="with --monitor: input format for ffmpeg, e.g. s16le for raw PCM")
+    parser.add_argument("--rate", type=int, metavar="HZ", help="with --monitor: input sample rate (raw PCM)")
+    parser.add_argument("--channels", type=int, metavar="N", help="with --monitor: input channels (raw PCM)")
     parser.add_argument("-n", "--nprocs", type=int, default=None, metavar="N",
                         help="worker processes for --fingerprint (default: CPU count)")
     parser.add_argument("--name", metavar="NAME", help="song name for --fingerprint FILE "
@@ -129,9 +148,43 @@ def _recognize(djv: Any, args: argparse.Namespace) -> int:
     else:
         from dejavu.logic.recognizer.microphone_recognizer import MicrophoneRecognizer
 
-        result = djv.recognize(MicrophoneRecognizer, seconds=float(arg))
+        result = djv.recognize(MicrophoneRecognizer, seconds=float(arg), until_match=args.until_match)
     _emit(result)
     return EXIT_OK if result["results"] else EXIT_NO_MATCH
+
+
+def _check_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Reject options given without the action they modify."""
+    mic = bool(args.recognize) and args.recognize[0].lower() in ("mic", "microphone")
+    if args.until_match and not mic:
+        parser.error("--until-match goes with --recognize mic SECONDS")
+    for name in ("window", "hop", "input_format", "rate", "channels"):
+        if getattr(args, name) is not None and not args.monitor:
+            parser.error(f"--{name.replace('input_', '')} goes with --monitor")
+    for name in ("window", "hop", "rate", "channels"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            parser.error(f"--{name} must be positive")
+
+
+def _list_devices() -> int:
+    from dejavu.logic.recognizer.microphone_recognizer import list_input_devices
+
+    for device in list_input_devices():
+        _emit(device)
+    return EXIT_OK
+
+
+def _monitor(djv: Any, args: argparse.Namespace) -> int:
+    input_args: list[str] = []
+    for flag, value in (("-f", args.input_format), ("-ar", args.rate), ("-ac", args.channels)):
+        if value is not None:
+            input_args += [flag, str(value)]
+    found = 0
+    for segment in djv.monitor(args.monitor, args.window, args.hop, input_args=input_args):
+        _emit(segment.to_dict())
+        found += 1
+    return EXIT_OK if found else EXIT_NO_MATCH
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,22 +192,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.ERROR if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
     logging.basicConfig(level=level, format="dejavu: %(message)s", stream=sys.stderr)
-    if not (args.fingerprint or args.recognize or args.list or args.delete or args.stats):
+    if not (args.fingerprint or args.recognize or args.list or args.delete or args.stats
+            or args.list_devices or args.monitor):
         parser.print_help()
         return EXIT_OK
     if args.recognize:
         _check_recognize(args, parser)
+    _check_options(args, parser)
     from dejavu import Dejavu
     from dejavu.config import read_config_file
     from dejavu.exceptions import DejavuError
 
     try:
+        if args.list_devices:
+            return _list_devices()
         config = read_config_file(args.config) if args.config else None
         with Dejavu(config) as djv:
             if args.fingerprint:
                 return _fingerprint(djv, args)
             if args.recognize:
                 return _recognize(djv, args)
+            if args.monitor:
+                return _monitor(djv, args)
             if args.list:
                 for song in djv.get_fingerprinted_songs():
                     _emit(song)

@@ -5,11 +5,13 @@ A user configuration is the original dejavu's JSON object::
     {"database_type": "sqlite", "database": {"path": "fp.db"},
      "fingerprint_limit": null,
      "fingerprint": {"fan_value": 10},          # optional overrides
-     "matching": {"topn": 2}}                   # optional overrides
+     "matching": {"topn": 2},                   # optional overrides
+     "microphone": {"device": null, "channels": 1},
+     "monitor": {"window_seconds": 10, "hop_seconds": 5}}
 
 `load_config` turns it into a validated :class:`Config`; unknown keys inside the
-``fingerprint`` and ``matching`` sections, wrong types and impossible values raise
-:class:`~dejavu.exceptions.ConfigError` naming the key.
+``fingerprint``, ``matching``, ``microphone`` and ``monitor`` sections, wrong types and
+impossible values raise :class:`~dejavu.exceptions.ConfigError` naming the key.
 """
 from __future__ import annotations
 
@@ -45,12 +47,13 @@ class FingerprintConfig:
     freq_min_hz: float = 100.0        # peaks below are ignored (rumble, hum)
     freq_max_hz: float = 5000.0       # peaks above are ignored
     amp_min: float = -70.0            # dBFS a peak needs at least (full-scale sine = 0)
-    neighborhood_freq: int = 15       # peak must be the maximum over ±bins ...
-    neighborhood_time: int = 8        # ... and ±frames
+    neighborhood_freq: int = 5        # peak must be the maximum over ±bins ...
+    neighborhood_time: int = 3        # ... and ±frames
     peaks_per_second: float = 12.0    # density cap: strongest peaks kept per second (stored)
     fan_value: int = 5                # targets paired with each anchor peak (stored)
-    query_peaks_per_second: float = 24.0  # denser peaks on the query side ...
-    query_fan_value: int = 10         # ... and more pairs, so more stored pairs are found
+    query_peaks_per_second: float = 40.0  # denser peaks on the query side ...
+    query_fan_value: int = 20         # ... and more pairs, so more stored pairs are found
+    freq_quantization: int = 2        # bins per hashed frequency step (absorbs ±1-bin jitter)
     min_hash_time_delta: int = 1      # frames, inclusive
     max_hash_time_delta: int = 63     # frames, inclusive (≈ 1.46 s)
     max_hash_freq_delta: int = 120    # bins, |f2 - f1|
@@ -76,7 +79,7 @@ class FingerprintConfig:
             raise ConfigError("fingerprint.hop_size must lie in 1..window_size")
         if not 0 <= self.freq_min_hz < self.freq_max_hz:
             raise ConfigError("fingerprint.freq_min_hz must be below freq_max_hz")
-        for name in ("neighborhood_freq", "neighborhood_time", "fan_value", "query_fan_value",
+        for name in ("neighborhood_freq", "neighborhood_time", "fan_value", "query_fan_value", "freq_quantization",
                      "min_hash_time_delta", "max_hash_freq_delta"):
             if getattr(self, name) < (0 if name == "min_hash_time_delta" else 1):
                 raise ConfigError(f"fingerprint.{name} is out of range")
@@ -91,10 +94,10 @@ class MatchingConfig:
     """Parameters of offset alignment and the no-match decision."""
 
     topn: int = 2                     # results returned at most
-    min_aligned: int = 5              # aligned hash matches a result needs at least
-    max_false_alarm: float = 1e-6     # accepted chance of the best score being random
+    min_aligned: int = 8              # aligned hash matches a result needs at least
+    min_margin: int = 8               # ... and by how many it must beat the next song
     offset_tolerance: int = 1         # frames; offsets this close vote together
-    speed_search: bool = True         # retry with stretch factors when nothing matches
+    speed_search: bool = False        # retry with stretch factors when nothing matches
     speed_factors: tuple[float, ...] = (0.97, 1.03, 0.98, 1.02, 0.99, 1.01, 0.96, 1.04, 0.95, 1.05)
 
     def validate(self) -> None:
@@ -102,14 +105,63 @@ class MatchingConfig:
             raise ConfigError("matching.topn must be an integer >= 1")
         if not isinstance(self.min_aligned, int) or self.min_aligned < 1:
             raise ConfigError("matching.min_aligned must be an integer >= 1")
-        if not isinstance(self.max_false_alarm, (int, float)) or not 0 < self.max_false_alarm < 1:
-            raise ConfigError("matching.max_false_alarm must lie in (0, 1)")
+        if not isinstance(self.min_margin, int) or self.min_margin < 0:
+            raise ConfigError("matching.min_margin must be an integer >= 0")
         if not isinstance(self.offset_tolerance, int) or not 0 <= self.offset_tolerance <= 10:
             raise ConfigError("matching.offset_tolerance must be an integer in 0..10")
         if not isinstance(self.speed_search, bool):
             raise ConfigError("matching.speed_search must be true or false")
         if any(not isinstance(s, (int, float)) or not 0.8 <= s <= 1.25 for s in self.speed_factors):
             raise ConfigError("matching.speed_factors must be numbers in 0.8..1.25")
+
+
+@dataclass(frozen=True)
+class MicrophoneConfig:
+    """Recording from an audio input device (PyAudio)."""
+
+    device: int | str | None = None   # None = default input; int = device index; str = name substring
+    sample_rate: int = 44100          # Hz requested from the device
+    channels: int = 1                 # 1 or 2 (falls back to 1 if the device refuses 2)
+    chunk_size: int = 2048            # frames per read
+
+    def validate(self) -> None:
+        if self.device is not None and (isinstance(self.device, bool)
+                                        or not isinstance(self.device, (int, str))):
+            raise ConfigError("microphone.device must be null, a device index or a name substring, "
+                              f"got {self.device!r}")
+        if isinstance(self.device, int) and self.device < 0:
+            raise ConfigError("microphone.device must be a device index >= 0")
+        if isinstance(self.device, str) and not self.device.strip():
+            raise ConfigError("microphone.device must not be an empty name")
+        if isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, int) \
+                or not 8000 <= self.sample_rate <= 192000:
+            raise ConfigError("microphone.sample_rate must be an integer in 8000..192000 Hz")
+        if self.channels not in (1, 2) or isinstance(self.channels, bool):
+            raise ConfigError("microphone.channels must be 1 or 2")
+        if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) \
+                or not 64 <= self.chunk_size <= 65536:
+            raise ConfigError("microphone.chunk_size must be an integer in 64..65536 frames")
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """Continuous monitoring: a window slid over a stream, windows merged into segments."""
+
+    window_seconds: float = 10.0      # audio recognized at a time
+    hop_seconds: float = 5.0          # step between windows (<= window_seconds)
+    merge_tolerance_seconds: float = 0.5  # windows of a song join if (song − source) time moves less
+
+    def validate(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"monitor.{f.name} must be a number, got {value!r}")
+        if not 2.0 <= self.window_seconds <= 600.0:
+            raise ConfigError("monitor.window_seconds must lie in 2..600 s")
+        if not 0.5 <= self.hop_seconds <= self.window_seconds:
+            raise ConfigError("monitor.hop_seconds must lie in 0.5..window_seconds")
+        if not 0.0 < self.merge_tolerance_seconds <= 5.0:
+            raise ConfigError("monitor.merge_tolerance_seconds must lie in (0, 5] s")
 
 
 @dataclass(frozen=True)
@@ -121,6 +173,8 @@ class Config:
     fingerprint_limit: float | None = None   # seconds from the start; None = whole file
     fingerprint: FingerprintConfig = field(default_factory=FingerprintConfig)
     matching: MatchingConfig = field(default_factory=MatchingConfig)
+    microphone: MicrophoneConfig = field(default_factory=MicrophoneConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     raw: Mapping[str, Any] = field(default_factory=dict)  # the user's dict, unchanged
 
 
@@ -213,6 +267,8 @@ def load_config(raw: Mapping[str, Any] | None = None, *, environ: Mapping[str, s
     return Config(database_type=db_type, database=database, fingerprint_limit=limit,
                   fingerprint=_section(FingerprintConfig, raw.get("fingerprint"), "fingerprint"),
                   matching=_section(MatchingConfig, raw.get("matching"), "matching"),
+                  microphone=_section(MicrophoneConfig, raw.get("microphone"), "microphone"),
+                  monitor=_section(MonitorConfig, raw.get("monitor"), "monitor"),
                   raw=dict(raw))
 
 

@@ -105,7 +105,7 @@ class StreamFingerprinter:
             cut = np.searchsorted(self._peak_frames, limit)
         else:
             cut = self._peak_frames.size
-        hashes = hash_pairs(self._peak_frames, self._peak_bins, anchors, targets)
+        hashes = hash_pairs(self._peak_frames, self._peak_bins // cfg.freq_quantization, anchors, targets)
         self._peak_frames, self._peak_bins = self._peak_frames[cut:], self._peak_bins[cut:]
         return hashes
 

@@ -34,10 +34,8 @@ def recognize_samples(djv: "Dejavu", samples: np.ndarray, sample_rate: int) -> d
     t_fp = t_query = t_align = 0.0
     start = time.perf_counter()
     x = resample(samples, sample_rate, fp.sample_rate)
-    n_songs = max(djv.num_songs_cached(), 1)
     # Stretch factors to try: as recorded, then (if nothing matched) speed-corrected.
     factors = (1.0,) + (tuple(mc.speed_factors) if mc.speed_search else ())
-    tries = len(factors)
     candidates: list[Candidate] = []
     total_hashes = 0
     for factor in factors:
@@ -49,9 +47,7 @@ def recognize_samples(djv: "Dejavu", samples: np.ndarray, sample_rate: int) -> d
             total_hashes = int(hashes.size)
         hit_h, hit_s, hit_o = djv.db.return_matches(hashes)
         t2 = time.perf_counter()
-        query_frames = int(y.size / fp.hop_size) + 1
-        candidates = align(hashes, offsets, hit_h, hit_s, hit_o, djv.song_frames(np.unique(hit_s)),
-                           query_frames, n_songs * tries, mc)
+        candidates = align(hashes, offsets, hit_h, hit_s, hit_o, mc)
         t3 = time.perf_counter()
         t_fp, t_query, t_align = t_fp + t1 - t0, t_query + t2 - t1, t_align + t3 - t2
         if candidates or hashes.size == 0:

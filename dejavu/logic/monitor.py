@@ -1,0 +1,385 @@
+"""Continuous monitoring: which known songs play when in a long stream (radio, a recording).
+
+The stream is decoded in small blocks and fingerprinted incrementally
+(:class:`~dejavu.logic.fingerprint.StreamFingerprinter`); only the hashes of the
+current window are kept, so memory is bounded whatever the length of the input.
+Every ``hop`` seconds the last ``window`` seconds of hashes are looked up and aligned.
+A song found in consecutive windows at a constant alignment (song time − stream
+time, within ``merge_tolerance_seconds``) is one :class:`Segment`; its start and end
+are the stream times of the first and last hashes that match at that alignment, so
+they do not depend on the window grid.
+
+    for segment in djv.monitor("show.mp3", window=10, hop=5):
+        print(segment.start_seconds, segment.end_seconds, segment.song_name)
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from typing import IO, TYPE_CHECKING, Any, Iterator, Sequence
+
+import numpy as np
+
+from dejavu.logic import decoder
+from dejavu.logic.fingerprint import StreamFingerprinter
+from dejavu.logic.matching import align
+
+if TYPE_CHECKING:
+    from dejavu import Dejavu
+
+log = logging.getLogger(__name__)
+
+#: ``source`` value that monitors the configured microphone.
+MICROPHONE = "mic"
+
+_ISOLATED_SECONDS = 1.5  # an aligned hash with no other within this distance is taken as chance
+_BLOCK_SECONDS = 1.0     # decoding block
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A known song heard in the stream. Times in seconds."""
+
+    start_seconds: float      # stream time where the song is first heard
+    end_seconds: float        # stream time where it is last heard
+    song_id: int
+    song_name: str
+    offset_seconds: float     # position in the song at ``start_seconds``
+    confidence: float         # aligned matches / hashes the song stores for that stretch, in [0, 1]
+    hashes_matched: int       # query hashes matched at the segment's alignment
+
+    @property
+    def duration(self) -> float:
+        """Seconds from start to end."""
+        return self.end_seconds - self.start_seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (for JSON)."""
+        return asdict(self)
+
+
+@dataclass
+class _Track:
+    """A song heard at one alignment, while it is still open. Times in frames."""
+
+    song_id: int
+    shift: int           # song frame − stream frame, of the best window
+    last_shift: int      # ... of the latest window (followed for merging)
+    best_score: int
+    first: int           # stream frame of the first aligned hash
+    last: int            # stream frame of the last aligned hash
+    matched: int = 0     # aligned query hashes, each counted once
+    counted_until: int = 0  # aligned hashes before this stream frame are counted
+    windows: int = 0
+
+
+class Monitor:
+    """Sliding-window recognition of a stream fed block by block.
+
+    ``feed(samples)`` takes float32 mono samples at the fingerprint rate
+    (``djv.cfg.fingerprint.sample_rate``) and returns the segments that closed;
+    ``flush()`` ends the stream and returns the rest.  ``window``, ``hop`` and
+    ``merge_tolerance`` are seconds (None = the ``monitor`` configuration).
+    """
+
+    def __init__(self, djv: "Dejavu", window: float | None = None, hop: float | None = None,
+                 merge_tolerance: float | None = None) -> None:
+        from dataclasses import replace
+
+        cfg = djv.cfg
+        mon = replace(cfg.monitor, **{k: float(v) for k, v in (
+            ("window_seconds", window), ("hop_seconds", hop),
+            ("merge_tolerance_seconds", merge_tolerance)) if v is not None})
+        mon.validate()
+        self.djv = djv
+        self.fp = cfg.fingerprint
+        self.frame_seconds = self.fp.frame_seconds
+        self.window = max(1, round(mon.window_seconds / self.frame_seconds))   # frames
+        self.hop = max(1, round(mon.hop_seconds / self.frame_seconds))         # frames
+        self.tolerance = max(1, round(mon.merge_tolerance_seconds / self.frame_seconds))
+        # Hashes of anchors this many frames before the end of the fed audio are final
+        # (peak neighbourhood + ~1 s peak-density block + pairing span), with a margin.
+        self._lag = self.fp.neighborhood_time + self.fp.max_hash_time_delta + 2 * round(1 / self.frame_seconds)
+        self._isolated = round(_ISOLATED_SECONDS / self.frame_seconds)
+        # Frame time → stream time: a frame's energy is centred half a window after its start.
+        self._centre = self.fp.window_size / 2 / self.fp.sample_rate
+        self._fingerprinter = StreamFingerprinter(self.fp, query=True)
+        self._hashes = np.zeros(0, dtype=np.int64)
+        self._offsets = np.zeros(0, dtype=np.int64)
+        self._next = 0                 # index of the next window
+        self._processed_end = 0        # end frame of the last window processed
+        self._tracks: list[_Track] = []
+        self._recent: list[_Track] = []   # reported tracks that a later one might overlap
+        self._songs: dict[int, dict[str, Any]] = {}
+        self.windows_processed = 0
+
+    # ----------------------------------------------------------------- feeding
+    @property
+    def position(self) -> float:
+        """Seconds of audio fed so far."""
+        return self._fingerprinter.total_samples / self.fp.sample_rate
+
+    def _frames_fed(self) -> int:
+        return self._fingerprinter.total_samples // self.fp.hop_size
+
+    def feed(self, samples: np.ndarray) -> list["Segment"]:
+        """Add float32 mono samples at the fingerprint rate; return the segments closed."""
+        self._add(self._fingerprinter.feed(samples))
+        closed: list[Segment] = []
+        while self._start(self._next) + self.window + self._lag <= self._frames_fed():
+            closed += self._process(self._next)
+        return closed
+
+    def flush(self) -> list["Segment"]:
+        """End of stream: recognize the remaining windows and close every segment."""
+        self._add(self._fingerprinter.flush())
+        total = self._frames_fed()
+        closed: list[Segment] = []
+        # Every window that adds audio the previous one did not cover.
+        while self._next == 0 or self._start(self._next - 1) + self.window < total:
+            if self._start(self._next) >= total:
+                break
+            closed += self._process(self._next)
+        for track in sorted(self._tracks, key=lambda t: t.first):
+            closed += self._close(track)
+        self._tracks = []
+        self._recent = []
+        return sorted(closed, key=lambda s: s.start_seconds)
+
+    def _start(self, index: int) -> int:
+        return index * self.hop
+
+    def _add(self, hashes: tuple[np.ndarray, np.ndarray]) -> None:
+        h, o = hashes
+        if not h.size:
+            return
+        late = int(np.count_nonzero(o < self._processed_end))
+        if late:
+            log.debug("%d hashes arrived after their window was recognized", late)
+        self._hashes = np.concatenate([self._hashes, h.astype(np.int64)])
+        self._offsets = np.concatenate([self._offsets, o.astype(np.int64)])
+
+    # ----------------------------------------------------------------- windows
+    def _process(self, index: int) -> list["Segment"]:
+        """Recognize window ``index``; return the segments that closed with it."""
+        start = self._start(index)
+        end = start + self.window
+        self._next = index + 1
+        self._processed_end = end
+        self.windows_processed += 1
+        inside = (self._offsets >= start) & (self._offsets < end)
+        q_h, q_o = self._hashes[inside], self._offsets[inside]
+        keep = self._offsets >= self._start(self._next)   # the rest is never needed again
+        self._hashes, self._offsets = self._hashes[keep], self._offsets[keep]
+        seen: set[int] = set()
+        if q_h.size:
+            seen = self._match(q_h, q_o, start, end)
+        closed: list[Segment] = []
+        for track in list(self._tracks):
+            # Closed once a window beginning after its last match no longer hears it.
+            if id(track) not in seen and track.last < start:
+                closed += self._close(track)
+                self._tracks.remove(track)
+        self._recent = [t for t in self._recent if t.last >= start - 2 * self.window]
+        return closed
+
+    def _match(self, q_h: np.ndarray, q_o: np.ndarray, start: int, end: int) -> set[int]:
+        """Align one window's hashes; extend or open tracks. Returns ids of tracks heard."""
+        djv = self.djv
+        hit_h, hit_s, hit_o = djv.db.return_matches(q_h)
+        if not hit_h.size:
+            return set()
+        rel = (q_o - start).astype(np.int32)
+        candidates = align(q_h, rel, hit_h, hit_s, hit_o, djv.cfg.matching)
+        seen: set[int] = set()
+        for c in candidates:
+            log.debug("window %.1f s: song %d shift %d score %d hits %d (%d hashes)",
+                      start * self.frame_seconds, c.song_id, c.offset - start, c.score, c.hits, q_h.size)
+            shift = c.offset - start          # song frame = stream frame + shift
+            frames = self._aligned_frames(q_h, q_o, hit_h, hit_s, hit_o, c.song_id, shift)
+            if not frames.size:
+                continue
+            track = self._track_for(c.song_id, shift)
+            if track is None:
+                track = _Track(c.song_id, shift, shift, c.score, int(frames[0]), int(frames[-1]),
+                               counted_until=start)
+                self._tracks.append(track)
+                log.debug("window %.1f s: song %d at shift %d (new)", start * self.frame_seconds,
+                          c.song_id, shift)
+            track.first = min(track.first, int(frames[0]))
+            track.last = max(track.last, int(frames[-1]))
+            track.matched += int(np.count_nonzero(frames >= track.counted_until))
+            track.counted_until = max(track.counted_until, end)
+            track.last_shift = shift
+            if c.score > track.best_score:
+                track.best_score, track.shift = c.score, shift
+            track.windows += 1
+            seen.add(id(track))
+        return seen
+
+    def _track_for(self, song_id: int, shift: int) -> _Track | None:
+        for track in self._tracks:
+            if track.song_id == song_id and abs(track.last_shift - shift) <= self.tolerance:
+                return track
+        return None
+
+    def _aligned_frames(self, q_h: np.ndarray, q_o: np.ndarray, hit_h: np.ndarray, hit_s: np.ndarray,
+                        hit_o: np.ndarray, song_id: int, shift: int) -> np.ndarray:
+        """Sorted stream frames (one per hash) of the query hashes that match ``song_id`` at
+        ``shift`` (within the matching tolerance), without isolated chance matches."""
+        mine = hit_s == song_id
+        s_h, s_o = hit_h[mine], hit_o[mine]
+        order = np.argsort(q_h, kind="stable")
+        qh, qo = q_h[order], q_o[order]
+        left = np.searchsorted(qh, s_h, side="left")
+        count = np.searchsorted(qh, s_h, side="right") - left
+        rows = np.repeat(np.arange(s_h.size), count)
+        qidx = np.repeat(left - np.cumsum(count) + count, count) + np.arange(rows.size)
+        ok = np.abs(s_o[rows] - qo[qidx] - shift) <= self.djv.cfg.matching.offset_tolerance
+        frames = np.sort(qo[np.unique(qidx[ok])])   # one entry per matching query hash
+        if frames.size >= 3:
+            uniq = np.unique(frames)
+            gaps = np.diff(uniq)
+            near = np.r_[False, gaps <= self._isolated] | np.r_[gaps <= self._isolated, False]
+            frames = frames[np.isin(frames, uniq[near])]
+        return frames
+
+    # ----------------------------------------------------------------- segments
+    def _close(self, track: _Track) -> list["Segment"]:
+        """The segment of a track that ended, or nothing if a stronger track of the same song
+        overlaps it (a repeated passage matched at the wrong place)."""
+        for other in self._tracks + self._recent:
+            if other is not track and other.song_id == track.song_id and other.matched > track.matched \
+                    and other.first <= track.last and track.first <= other.last:
+                log.debug("dropped song %d at shift %d (%d hashes): overlaps shift %d (%d hashes)",
+                          track.song_id, track.shift, track.matched, other.shift, other.matched)
+                return []
+        self._recent.append(track)
+        song = self._song(track.song_id)
+        if song is None:
+            return []
+        fs = self.frame_seconds
+        start = track.first * fs + self._centre
+        # The last aligned anchor is followed by its paired peak(s) before the song ends.
+        end = track.last * fs + self._centre + self._pair_span()
+        total = max(int(song.get("total_hashes") or 0), 1)
+        duration = float(song.get("duration") or 0.0)
+        expected = total * min(1.0, (end - start) / duration) if duration > 0 else total
+        segment = Segment(
+            start_seconds=round(start, 2), end_seconds=round(end, 2), song_id=track.song_id,
+            song_name=str(song["song_name"]),
+            offset_seconds=round(max(0.0, (track.first + track.shift) * fs), 3),
+            confidence=round(min(1.0, track.matched / max(expected, 1.0)), 2),
+            hashes_matched=track.matched)
+        log.debug("closed %s (%d windows)", segment, track.windows)
+        return [segment]
+
+    def _pair_span(self) -> float:
+        """Typical seconds between a hash's anchor and its paired peak (stored side)."""
+        per_second = self.fp.peaks_per_second
+        return min(self.fp.max_hash_time_delta * self.frame_seconds,
+                   (self.fp.fan_value + 1) / 2 / max(per_second, 1e-9))
+
+    def _song(self, song_id: int) -> dict[str, Any] | None:
+        if song_id not in self._songs:
+            self._songs.update(self.djv.db.get_songs_by_ids([song_id]))
+        return self._songs.get(song_id)
+
+
+class _StreamResampler:
+    """Rational resampling of a stream block by block, equal (to float rounding) to
+    resampling the whole signal with ``scipy.signal.resample_poly``."""
+
+    def __init__(self, from_rate: int, to_rate: int) -> None:
+        ratio = Fraction(int(to_rate), int(from_rate))
+        self.up, self.down = ratio.numerator, ratio.denominator
+        # Input samples the anti-alias filter reaches on each side, rounded up to whole `down`s.
+        reach = 10 * max(self.up, self.down) // self.up + 2
+        self.pad = -(-reach // self.down) * self.down
+        self._buf = np.zeros(self.pad, dtype=np.float32)   # starts with the zeros before t = 0
+        self._buf_start = -self.pad                          # input index of _buf[0]
+        self._done = 0                                       # input samples already output
+        self._total = 0
+
+    def _run(self, stop: int) -> np.ndarray:
+        from scipy.signal import resample_poly
+
+        a = self._done - self.pad - self._buf_start
+        seg = self._buf[a:stop + self.pad - self._buf_start]
+        y = resample_poly(seg, self.up, self.down)
+        first = self.pad * self.up // self.down
+        out = y[first:first + (stop - self._done) * self.up // self.down].astype(np.float32)
+        self._done = stop
+        drop = self._done - self.pad - self._buf_start
+        self._buf, self._buf_start = self._buf[drop:], self._buf_start + drop
+        return out
+
+    def feed(self, block: np.ndarray) -> np.ndarray:
+        """Add input samples; return the output samples now final."""
+        if self.up == self.down:
+            return np.asarray(block, dtype=np.float32)
+        self._buf = np.concatenate([self._buf, np.asarray(block, dtype=np.float32)])
+        self._total += len(block)
+        stop = (self._total - self.pad) // self.down * self.down
+        return self._run(stop) if stop > self._done else np.zeros(0, dtype=np.float32)
+
+    def flush(self) -> np.ndarray:
+        """End of input: the remaining output samples."""
+        if self.up == self.down or self._total <= self._done:
+            return np.zeros(0, dtype=np.float32)
+        stop = -(-self._total // self.down) * self.down
+        self._buf = np.concatenate([self._buf, np.zeros(stop + self.pad - self._buf_start - self._buf.size,
+                                                        dtype=np.float32)])
+        excess = stop * self.up // self.down - -(-self._total * self.up // self.down)
+        out = self._run(stop)
+        return out[:out.size - excess]
+
+
+def microphone_blocks(djv: "Dejavu") -> Iterator[np.ndarray]:
+    """Record from the configured microphone until closed; yield float32 mono blocks at the
+    fingerprint rate."""
+    from dejavu.logic.decoder import to_mono_float
+    from dejavu.logic.recognizer.microphone_recognizer import MicrophoneRecognizer
+
+    mic = MicrophoneRecognizer(djv)
+    resampler: _StreamResampler | None = None
+    try:
+        for chunk in mic.listen():
+            if resampler is None:
+                resampler = _StreamResampler(mic.samplerate, djv.cfg.fingerprint.sample_rate)
+            out = resampler.feed(to_mono_float(chunk))
+            if out.size:
+                yield out
+    finally:
+        mic.close()
+
+
+def monitor(djv: "Dejavu", source: str, window: float | None = None, hop: float | None = None, *,
+            input_args: Sequence[str] = (), stdin: IO[bytes] | None = None) -> Iterator[Segment]:
+    """Yield the :class:`Segment` of each known song in ``source`` as soon as it ends.
+
+    ``source`` is a file path, a URL ffmpeg opens, ``"-"`` (standard input, or
+    ``stdin``; ``input_args`` such as ``["-f", "s16le", "-ar", "44100", "-ac", "2"]``
+    describe raw PCM) or ``"mic"`` (the configured microphone, until interrupted).
+    ``window``/``hop`` are seconds (None = the ``monitor`` configuration).
+    Raises DecodeError / AudioDeviceError if the source cannot be read.
+    """
+    mon = Monitor(djv, window, hop)
+    if source == MICROPHONE:
+        blocks = microphone_blocks(djv)
+    else:
+        blocks = decoder.stream(source, djv.cfg.fingerprint.sample_rate, block_seconds=_BLOCK_SECONDS,
+                                input_args=input_args, stdin=stdin)
+    interrupted = False
+    try:
+        for block in blocks:
+            yield from mon.feed(block)
+    except KeyboardInterrupt:   # report what was heard up to the interruption
+        interrupted = True
+    finally:
+        blocks.close()
+    yield from mon.flush()
+    log.debug("monitored %.1f s in %d windows", mon.position, mon.windows_processed)
+    if interrupted:
+        raise KeyboardInterrupt

@@ -1,0 +1,72 @@
+"""Shared fixtures: synthetic songs, the real-music dev corpus, a fingerprinted SQLite store."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_TOOLS = ROOT.parent / "shared" / "tools"
+CORPUS_DIR = Path(os.environ.get("DEJAVU_TEST_CORPUS", Path.home() / ".cache" / "dejavu-dev-corpus-small"))
+
+sys.path.insert(0, str(ROOT))
+
+
+def run_cli(*args: str, cwd: str | os.PathLike | None = None, env: dict | None = None,
+            input: bytes | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python dejavu.py ARGS`` (the real CLI) in a subprocess; text output."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / "dejavu.py"), *args], cwd=cwd, env=full_env,
+                          capture_output=True, timeout=timeout, input=input,
+                          stdin=None if input is not None else subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    """Four synthetic songs (25 s, 22.05 kHz WAV) with awkward names, plus two never fingerprinted."""
+    from dejavu.demo import synth_song, write_wav
+
+    d = tmp_path_factory.mktemp("demo")
+    (d / "songs").mkdir()
+    (d / "unknown").mkdir()
+    names = ["Plain Song", "under_score_song", "quote's \"song\"", "ünïcødé – song"]
+    for seed, name in enumerate(names, start=1):
+        write_wav(str(d / "songs" / f"{name}.wav"), synth_song(seed, 25.0), 22050)
+    for seed in (102, 103):  # (seed 101 is near-identical to seed 4: same tempo, close key)
+        write_wav(str(d / "unknown" / f"unknown {seed}.wav"), synth_song(seed, 25.0), 22050)
+    return d
+
+
+@pytest.fixture(scope="session")
+def demo_djv(demo_dir, tmp_path_factory):
+    """A Dejavu on a fresh SQLite file with the four demo songs fingerprinted."""
+    from dejavu import Dejavu
+
+    db = tmp_path_factory.mktemp("db") / "fp.db"
+    djv = Dejavu({"database_type": "sqlite", "database": {"path": str(db)}})
+    report = djv.fingerprint_directory(str(demo_dir / "songs"), [".wav"], 2)
+    assert len(report.fingerprinted) == 4 and not report.failed
+    return djv
+
+
+@pytest.fixture(scope="session")
+def corpus() -> list[Path]:
+    """Real music: the small dev corpus (built by ../shared/tools/get-dev-corpus.sh if missing)."""
+    mp3 = CORPUS_DIR / "mp3"
+    if not mp3.is_dir() or not any(mp3.glob("*.mp3")):
+        tool = SHARED_TOOLS / "get-dev-corpus.sh"
+        subprocess.run(["bash", str(tool), str(CORPUS_DIR), "--small"], check=True,
+                       stdin=subprocess.DEVNULL, timeout=1800)
+    files = sorted(mp3.glob("*.mp3"))
+    assert len(files) >= 6, f"dev corpus at {mp3} has too few tracks"
+    return files
+
+
+def cut(src: os.PathLike, dst: os.PathLike, start: float, length: float, *args: str) -> Path:
+    """Cut [start, start+length) s of ``src`` into ``dst`` with ffmpeg (extra output args allowed)."""
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{start}", "-t", f"{length}",
+                    "-i", str(src), *args, str(dst)], check=True)
+    return Path(dst)
