@@ -94,8 +94,9 @@ class MatchingConfig:
     """Parameters of offset alignment and the no-match decision."""
 
     topn: int = 2                     # results returned at most
-    min_aligned: int = 8              # aligned hash matches a result needs at least
-    min_margin: int = 8               # ... and by how many it must beat the next song
+    min_aligned: int = 10             # aligned hash matches a result needs at least ...
+    margin_ratio: float = 1.2         # ... and at least margin_ratio × the next song's
+    min_margin: int = 4               # ... plus min_margin
     offset_tolerance: int = 1         # frames; offsets this close vote together
     speed_search: bool = False        # retry with stretch factors when nothing matches
     speed_factors: tuple[float, ...] = (0.97, 1.03, 0.98, 1.02, 0.99, 1.01, 0.96, 1.04, 0.95, 1.05)
@@ -107,6 +108,8 @@ class MatchingConfig:
             raise ConfigError("matching.min_aligned must be an integer >= 1")
         if not isinstance(self.min_margin, int) or self.min_margin < 0:
             raise ConfigError("matching.min_margin must be an integer >= 0")
+        if not isinstance(self.margin_ratio, (int, float)) or not 1.0 <= self.margin_ratio <= 10.0:
+            raise ConfigError("matching.margin_ratio must be a number in 1..10")
         if not isinstance(self.offset_tolerance, int) or not 0 <= self.offset_tolerance <= 10:
             raise ConfigError("matching.offset_tolerance must be an integer in 0..10")
         if not isinstance(self.speed_search, bool):
@@ -150,12 +153,15 @@ class MonitorConfig:
     window_seconds: float = 10.0      # audio recognized at a time
     hop_seconds: float = 5.0          # step between windows (<= window_seconds)
     merge_tolerance_seconds: float = 0.5  # windows of a song join if (song − source) time moves less
+    min_hashes: int = 80              # matched hashes a segment needs (chance alignments reach ~40)
 
     def validate(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"monitor.{f.name} must be a number, got {value!r}")
+        if not isinstance(self.min_hashes, int) or self.min_hashes < 1:
+            raise ConfigError("monitor.min_hashes must be an integer >= 1")
         if not 2.0 <= self.window_seconds <= 600.0:
             raise ConfigError("monitor.window_seconds must lie in 2..600 s")
         if not 0.5 <= self.hop_seconds <= self.window_seconds:

@@ -100,3 +100,16 @@ def test_density_is_bounded_and_silence_gives_nothing():
     assert hq.size > h.size                        # the query side is denser
     assert fingerprint(np.zeros(11025 * 5, dtype=np.float32), CFG)[0].size == 0
     assert fingerprint(np.zeros(0, dtype=np.float32), CFG)[0].size == 0
+
+
+def test_running_max_equals_a_brute_force_maximum():
+    from dejavu.logic.peaks import running_max
+
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((37, 23)).astype(np.float32)
+    for size in (1, 3, 7, 11):
+        for axis in (0, 1):
+            h = size // 2
+            padded = np.pad(a, [(h, h) if ax == axis else (0, 0) for ax in (0, 1)], constant_values=-np.inf)
+            brute = np.max([np.take(padded, range(k, k + a.shape[axis]), axis=axis) for k in range(size)], axis=0)
+            assert np.array_equal(running_max(a, size, axis), brute)

@@ -10,8 +10,9 @@ frame jitter of resampled or re-encoded audio).
 No-match decision (calibrated on real music, see README "Recognition quality"):
 chance alignments between unrelated songs reach scores of 20+ for long queries, but
 then several songs reach similar scores.  A candidate is reported only if its score
-is at least ``min_aligned`` AND beats the next candidate song by ``min_margin``
-votes; so an unknown clip, whose best songs are all alike, returns nothing.
+is at least ``min_aligned`` AND at least ``margin_ratio`` × the next candidate
+song's score + ``min_margin``; so an unknown clip, whose best songs are all alike,
+returns nothing.
 """
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def align(query_hashes: np.ndarray, query_offsets: np.ndarray, hit_hashes: np.nd
     for k, i in enumerate(ranked[: cfg.topn]):
         score = int(best[i])
         runner_up = int(best[ranked[k + 1]]) if k + 1 < ranked.size else 0
-        if score < cfg.min_aligned or score - runner_up < cfg.min_margin:
+        if score < cfg.min_aligned or score < cfg.margin_ratio * runner_up + cfg.min_margin:
             break  # this one and every weaker one are not convincing
         offset = int((ukey[first_best[i]] & 0xFFFFFFFF) - (1 << 31))
         candidates.append(Candidate(int(usong[song_start[i]]), offset, score, int(hits[i]), score - runner_up))

@@ -4,6 +4,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+from scipy import fft as sfft
 
 _EPS = 1e-10  # floor of the magnitude, so digital silence is -200 dBFS rather than -inf
 
@@ -46,9 +47,10 @@ def spectrogram(samples: np.ndarray, window_size: int, hop_size: int,
     out = np.empty((frames.shape[0], hi - lo), dtype=np.float32)
     step = 4096  # frames per FFT batch: bounds the complex temporary
     for start in range(0, frames.shape[0], step):
-        spec = np.fft.rfft(frames[start:start + step] * _window(window_size), axis=1)[:, lo:hi]
-        mag = np.abs(spec).astype(np.float32)
-        np.maximum(mag, _EPS, out=mag)
-        np.log10(mag, out=mag)
-        out[start:start + step] = mag * np.float32(20.0)
+        spec = sfft.rfft(frames[start:start + step] * _window(window_size), axis=1)[:, lo:hi]
+        power = np.square(spec.real)
+        power += np.square(spec.imag)
+        np.maximum(power, np.float32(_EPS * _EPS), out=power)
+        np.log10(power, out=power)
+        np.multiply(power, np.float32(10.0), out=out[start:start + step])
     return out
