@@ -49,7 +49,7 @@ class FingerprintConfig:
     amp_min: float = -70.0            # dBFS a peak needs at least (full-scale sine = 0)
     neighborhood_freq: int = 5        # peak must be the maximum over ±bins ...
     neighborhood_time: int = 3        # ... and ±frames
-    peaks_per_second: float = 12.0    # density cap: strongest peaks kept per second (stored)
+    peaks_per_second: float = 18.0    # density cap: strongest peaks kept per second (stored)
     fan_value: int = 5                # targets paired with each anchor peak (stored)
     query_peaks_per_second: float = 40.0  # denser peaks on the query side ...
     query_fan_value: int = 20         # ... and more pairs, so more stored pairs are found
@@ -94,9 +94,9 @@ class MatchingConfig:
     """Parameters of offset alignment and the no-match decision."""
 
     topn: int = 2                     # results returned at most
-    min_aligned: int = 10             # aligned hash matches a result needs at least ...
-    margin_ratio: float = 1.2         # ... and at least margin_ratio × the next song's
-    min_margin: int = 4               # ... plus min_margin
+    min_aligned: int = 12             # aligned hash matches a result needs at least ...
+    margin_ratio: float = 2.0         # ... and at least margin_ratio × the next song's
+    min_margin: int = 2               # ... plus min_margin
     offset_tolerance: int = 1         # frames; offsets this close vote together
     speed_search: bool = False        # retry with stretch factors when nothing matches
     speed_factors: tuple[float, ...] = (0.97, 1.03, 0.98, 1.02, 0.99, 1.01, 0.96, 1.04, 0.95, 1.05)
