@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import sqlite3
 import sys
 import tempfile
@@ -26,8 +25,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "test")]
+sys.path[:0] = [str(ROOT), str(ROOT / "test"), str(ROOT / "bench")]
 
+from _machine import machine  # noqa: E402
 from dejavu import Dejavu  # noqa: E402
 from dejavu.logic import decoder  # noqa: E402
 
@@ -51,18 +51,6 @@ class Result:
     size_bytes: int
     query_ms: float
     delete_ms: float
-
-
-def machine() -> str:
-    """CPU model, cores, OS and Python version."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), model)
-    except OSError:
-        pass
-    return (f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}")
 
 
 def backends(names: list[str], workdir: Path) -> Iterator[tuple[str, dict[str, Any] | None]]:

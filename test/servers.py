@@ -22,6 +22,8 @@ unprivileged user that cannot enter pytest's 0700 temporary directories.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import importlib
 import logging
 import os
 import pwd
@@ -53,7 +55,11 @@ _PG_ROOT = Path("/usr/lib/postgresql")
 _SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/usr/libexec")
 _BIN_DIRS = ("/usr/bin", "/usr/local/bin")
 # Minimal environment for server processes: predictable messages and locale.
-_SERVER_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "LANG": "C"}
+_SERVER_ENV = {
+    "PATH": os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LC_ALL": "C",
+    "LANG": "C",
+}
 
 
 class ServerError(RuntimeError):
@@ -199,6 +205,14 @@ class _Account:
         return {"user": self.uid, "group": self.gid, "extra_groups": []}
 
 
+def _require_driver(module: str, pip_name: str) -> None:
+    """Fail at once, not after the start timeout, when the DB driver is missing."""
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise ServerError(f"the {module} driver is needed: pip install {pip_name} ({exc})") from exc
+
+
 def _short_private_dir(kind: str, owner: _Account | None) -> Path:
     """A 0700 directory with a short path (unix socket limit), owned by ``owner``."""
     parent = "/tmp" if os.access("/tmp", os.W_OK | os.X_OK) else None
@@ -341,10 +355,8 @@ class Server:
         if process is None:
             return
         if process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             process.wait()
         self._process = None
 
@@ -522,9 +534,12 @@ def start_postgres(base_dir: Path, timeout: float = START_TIMEOUT) -> Server:
     bindir = postgres_bindir()
     if bindir is None:
         raise ServerError(f"no PostgreSQL server binaries under {_PG_ROOT} or in PATH")
+    _require_driver("psycopg2", "psycopg2")
     base_dir = Path(base_dir)
     base_dir.mkdir(parents=True, exist_ok=True)
     account = _Account.unprivileged()
+    if account:
+        logger.debug("running as root: PostgreSQL will run as %r", account.name)
     server = _PostgresServer(
         kind="postgres", port=free_port(), password=secrets.token_hex(12),
         runtime_dir=_short_private_dir("pg", account), log_path=base_dir / "postgres.log",
@@ -633,6 +648,7 @@ def start_mariadb(base_dir: Path, timeout: float = START_TIMEOUT) -> Server:
     programs = mariadb_programs()
     if programs is None:
         raise ServerError("no mariadbd/mysqld and mariadb-install-db in PATH or /usr/sbin")
+    _require_driver("MySQLdb", "mysqlclient")
     base_dir = Path(base_dir)
     base_dir.mkdir(parents=True, exist_ok=True)
     server = _MariaDBServer(

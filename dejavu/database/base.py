@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 SONG_COLUMNS = ("song_id", "song_name", "file_sha1", "total_hashes", "duration", "date_created")
 
 
+class DatabaseUnavailableError(DatabaseError):
+    """The database server cannot be reached, or the connection to it was lost;
+    nothing of the failed transaction was stored, and trying again later may succeed."""
+
+
 def hex_to_int64(h: str) -> int:
     """The original's hex hash text → this store's signed 64-bit hash (first 16 hex digits)."""
     return int.from_bytes(bytes.fromhex(h[:16].ljust(16, "0")), "big", signed=True)
@@ -50,6 +55,8 @@ class BaseDatabase(ABC):
     schema: ClassVar[Sequence[str]] = ()
     #: Driver exception classes turned into DatabaseError.
     driver_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    #: Distinct hashes handed to one ``_select_hits`` call.
+    lookup_chunk: ClassVar[int] = 1 << 15
 
     def __init__(self, **options: Any) -> None:
         self.options = options
@@ -140,8 +147,9 @@ class BaseDatabase(ABC):
     def cursor(self, write: bool = False) -> Iterator[Any]:
         """A cursor inside a transaction: commit on success, roll back on error.
 
-        A lost connection is reopened once for the next call; driver errors become
-        DatabaseError with the driver's message.
+        A lost connection is reopened by the next call; driver errors become
+        DatabaseError with the driver's message (DatabaseUnavailableError when the
+        connection was lost).
         """
         conn = self.connection
         try:
@@ -160,6 +168,7 @@ class BaseDatabase(ABC):
             self._rollback()
             if self._is_disconnect(exc):
                 self.close()
+                raise DatabaseUnavailableError(f"{self.type}: lost the connection: {self._describe(exc)}") from exc
             if isinstance(exc, self.driver_errors):
                 raise DatabaseError(f"{self.type}: {self._describe(exc)}") from exc
             raise
@@ -243,14 +252,20 @@ class BaseDatabase(ABC):
         return {bytes(r[0]).hex().upper() for r in self._fetch("SELECT file_sha1 FROM songs WHERE fingerprinted = 1")}
 
     def return_matches(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Stored rows whose hash is in ``hashes``: (hash int64, song_id int64, offset int64) arrays."""
-        wanted = np.unique(np.asarray(hashes, dtype=np.int64)).tolist()
-        if not wanted:
-            rows: list[tuple] = []
-        else:
+        """Stored rows whose hash is in ``hashes``: (hash int64, song_id int64, offset int64) arrays.
+
+        The distinct hashes are looked up ``lookup_chunk`` at a time, so a long query
+        (millions of hashes) never exists as Python objects all at once.
+        """
+        wanted = np.unique(np.asarray(hashes, dtype=np.int64))
+        found = [np.zeros((0, 3), dtype=np.int64)]
+        if wanted.size:
             with self.cursor() as cur:
-                rows = self._select_hits(cur, wanted)
-        arr = np.array(rows, dtype=np.int64).reshape(-1, 3)
+                for start in range(0, wanted.size, self.lookup_chunk):
+                    rows = self._select_hits(cur, wanted[start:start + self.lookup_chunk].tolist())
+                    if rows:
+                        found.append(np.array(rows, dtype=np.int64).reshape(-1, 3))
+        arr = np.concatenate(found)
         return arr[:, 0], arr[:, 1], arr[:, 2]
 
     def query(self, fingerprint: int | None = None) -> list[tuple]:
@@ -383,5 +398,6 @@ class ServerDatabase(BaseDatabase):
             return self._open()
         except (*self.driver_errors, TypeError) as exc:  # TypeError: unknown option
             reason = self._connect_reason(exc) if not isinstance(exc, TypeError) else str(exc)
-            raise DatabaseError(f"cannot connect to {self.type} at {self.host}:{self.port}: "
-                                f"{' '.join(reason.split())}") from None
+            error = DatabaseError if isinstance(exc, TypeError) else DatabaseUnavailableError
+            raise error(f"cannot connect to {self.type} at {self.host}:{self.port}: "
+                        f"{' '.join(reason.split())}") from None

@@ -7,7 +7,7 @@ from typing import Any
 
 from dejavu.config import DEFAULT_SQLITE_PATH
 from dejavu.database.base import BaseDatabase
-from dejavu.exceptions import DatabaseError
+from dejavu.exceptions import ConfigError, DatabaseError
 
 
 class SQLiteDatabase(BaseDatabase):
@@ -35,9 +35,15 @@ class SQLiteDatabase(BaseDatabase):
     )
 
     def __init__(self, path: str = DEFAULT_SQLITE_PATH, timeout: float = 60.0, **options: Any) -> None:
-        super().__init__(path=path, timeout=timeout, **options)
-        self.path = path
-        self.timeout = timeout
+        if options:
+            raise ConfigError(f"sqlite: unknown key 'database.{sorted(options)[0]}' (known: path, timeout)")
+        if not isinstance(path, (str, os.PathLike)) or not str(path):
+            raise ConfigError(f"sqlite: 'database.path' must be a file name, got {path!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout < 1e6:
+            raise ConfigError(f"sqlite: 'database.timeout' must be a number of seconds, got {timeout!r}")
+        super().__init__(path=path, timeout=timeout)
+        self.path = os.fspath(path)
+        self.timeout = float(timeout)
 
     def _connect(self) -> sqlite3.Connection:
         directory = os.path.dirname(os.path.abspath(self.path))
@@ -52,6 +58,13 @@ class SQLiteDatabase(BaseDatabase):
         except sqlite3.Error as exc:
             raise DatabaseError(f"sqlite: cannot open {self.path}: {exc}") from None
         return _AutoBegin(conn)
+
+    def setup(self) -> None:
+        """Create the tables if they are missing.  Looks first, so that opening a store
+        that another process is writing to does not wait for its write lock."""
+        names = {row[0] for row in self._fetch("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"songs", "fingerprints"} <= names:
+            super().setup()
 
     def _begin(self, cur: Any) -> None:
         cur.execute("BEGIN IMMEDIATE")  # take the write lock now: no deadlock on upgrade

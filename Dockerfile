@@ -1,0 +1,30 @@
+# dejavu command line in a container.
+#   docker build -t dejavu .
+#   docker run --rm -v "$PWD/music:/music:ro" -e DEJAVU_DATABASE_URL=... dejavu --help
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# ffmpeg decodes audio files; the -dev packages, pkg-config and gcc build
+# PyAudio (portaudio), psycopg2 (libpq) and mysqlclient (libmariadb) from source.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+        ffmpeg portaudio19-dev libpq-dev libmariadb-dev pkg-config gcc \
+ && rm -rf /var/lib/apt/lists/*
+
+# Optional features of the package to install (see extras_require in setup.py).
+ARG EXTRAS=postgres,mysql,mic
+
+WORKDIR /src
+COPY . /src
+RUN pip install "/src[${EXTRAS}]"
+
+RUN useradd --system --create-home --home-dir /home/dejavu dejavu
+USER dejavu
+WORKDIR /home/dejavu
+
+ENTRYPOINT ["dejavu"]
+CMD ["--help"]
