@@ -68,8 +68,10 @@ def corpus_tracks(corpus: Path) -> list[tuple[Path, float]]:
     return [(p, s) for p, s in tracks if p.is_file()]
 
 
-def plan_show(tracks: list[tuple[Path, float]], n_known: int, hours: float, seed: int) -> list[Excerpt]:
-    """A random timeline of known and unknown excerpts, ``hours`` long."""
+def plan_show(tracks: list[tuple[Path, float]], n_known: int, hours: float,
+              seed: int) -> tuple[list[Excerpt], list[Path]]:
+    """A random timeline of known and unknown excerpts, ``hours`` long, and the known tracks
+    (all to be fingerprinted, whether the show plays them or not)."""
     rng = random.Random(seed)
     tracks = tracks[:]
     rng.shuffle(tracks)
@@ -85,7 +87,7 @@ def plan_show(tracks: list[tuple[Path, float]], n_known: int, hours: float, seed
         song_start = rng.uniform(0, max(0.0, seconds - length - 1))
         show.append(Excerpt(path, path.stem, is_known, round(song_start, 2), round(length, 2), round(t, 2)))
         t += show[-1].length
-    return show
+    return show, [p for p, _ in known]
 
 
 def build_show(show: list[Excerpt], work: Path, out: Path) -> None:
@@ -108,13 +110,13 @@ def build_show(show: list[Excerpt], work: Path, out: Path) -> None:
     shutil.rmtree(pieces)
 
 
-def fingerprint_known(show: list[Excerpt], work: Path, config: Path) -> None:
+def fingerprint_known(known: list[Path], work: Path, config: Path) -> None:
     """Fingerprint the known tracks with the CLI (separate process)."""
     songs = work / "known"
     if songs.exists():
         shutil.rmtree(songs)
     songs.mkdir()
-    for path in sorted({ex.path for ex in show if ex.known}):
+    for path in sorted(known):
         (songs / path.name).symlink_to(path)
     db = json.loads(config.read_text())["database"]["path"]
     if os.path.exists(db):
@@ -208,7 +210,7 @@ def main() -> int:
     show_path, plan_path = args.work / "show.mp3", args.work / "show.json"
     config = args.work / "config.json"
     config.write_text(json.dumps({"database_type": "sqlite", "database": {"path": str(args.work / "fp.db")}}))
-    show = plan_show(tracks, min(args.known, len(tracks) // 2), args.hours, args.seed)
+    show, known = plan_show(tracks, min(args.known, len(tracks) // 2), args.hours, args.seed)
     if not (args.reuse and show_path.is_file() and plan_path.is_file()
             and json.loads(plan_path.read_text()) == [ex.__dict__ | {"path": str(ex.path)} for ex in show]):
         t0 = time.perf_counter()
@@ -217,7 +219,7 @@ def main() -> int:
                  time.perf_counter() - t0)
         plan_path.write_text(json.dumps([ex.__dict__ | {"path": str(ex.path)} for ex in show]))
     t0 = time.perf_counter()   # always: fingerprint settings may have changed since the last run
-    fingerprint_known(show, args.work, config)
+    fingerprint_known(known, args.work, config)
     log.info("fingerprinted the known tracks in %.0f s", time.perf_counter() - t0)
 
     from dejavu import Dejavu

@@ -53,7 +53,8 @@ class FingerprintConfig:
     fan_value: int = 5                # targets paired with each anchor peak (stored)
     query_peaks_per_second: float = 40.0  # denser peaks on the query side ...
     query_fan_value: int = 20         # ... and more pairs, so more stored pairs are found
-    freq_quantization: int = 2        # bins per hashed frequency step (absorbs ±1-bin jitter)
+    freq_quantization: int = 1        # bins per hashed frequency step (2 absorbs ±1-bin jitter but
+                                      # makes hashes 4x less specific: slower, more chance hits)
     min_hash_time_delta: int = 1      # frames, inclusive
     max_hash_time_delta: int = 63     # frames, inclusive (≈ 1.46 s)
     max_hash_freq_delta: int = 120    # bins, |f2 - f1|
@@ -94,8 +95,8 @@ class MatchingConfig:
     """Parameters of offset alignment and the no-match decision."""
 
     topn: int = 2                     # results returned at most
-    min_aligned: int = 12             # aligned hash matches a result needs at least ...
-    margin_ratio: float = 2.0         # ... and at least margin_ratio × the next song's
+    min_aligned: int = 8              # aligned hash matches a result needs at least ...
+    margin_ratio: float = 1.5         # ... and at least margin_ratio × the next song's
     min_margin: int = 2               # ... plus min_margin
     offset_tolerance: int = 1         # frames; offsets this close vote together
     speed_search: bool = False        # retry with stretch factors when nothing matches

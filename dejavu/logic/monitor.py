@@ -15,7 +15,7 @@ they do not depend on the window grid.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from typing import IO, TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -33,8 +33,11 @@ log = logging.getLogger(__name__)
 #: ``source`` value that monitors the configured microphone.
 MICROPHONE = "mic"
 
-_ISOLATED_SECONDS = 1.5  # an aligned hash with no other within this distance is taken as chance
+_DENSE_SECONDS = 1.0     # an aligned hash counts for the segment's span only if, within ± this,
+_DENSE_HASHES = 8        # ... at least this many hashes align (a song heard gives ~20-40 per second)
 _BLOCK_SECONDS = 1.0     # decoding block
+_LOOKBACK_SECONDS = 30.0  # hashes kept before the window, to find where a newly seen alignment began
+_MAX_GAP_SECONDS = 2.0   # ... walking back through aligned hashes no further apart than this
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class _Track:
     song_id: int
     shift: int           # song frame − stream frame, of the best window
     last_shift: int      # ... of the latest window (followed for merging)
-    best_score: int
+    best_score: int      # aligned hashes in its best window
     first: int           # stream frame of the first aligned hash
     last: int            # stream frame of the last aligned hash
     matched: int = 0     # aligned query hashes, each counted once
@@ -85,8 +88,6 @@ class Monitor:
 
     def __init__(self, djv: "Dejavu", window: float | None = None, hop: float | None = None,
                  merge_tolerance: float | None = None) -> None:
-        from dataclasses import replace
-
         cfg = djv.cfg
         mon = replace(cfg.monitor, **{k: float(v) for k, v in (
             ("window_seconds", window), ("hop_seconds", hop),
@@ -101,7 +102,10 @@ class Monitor:
         # Hashes of anchors this many frames before the end of the fed audio are final
         # (peak neighbourhood + ~1 s peak-density block + pairing span), with a margin.
         self._lag = self.fp.neighborhood_time + self.fp.max_hash_time_delta + 2 * round(1 / self.frame_seconds)
-        self._isolated = round(_ISOLATED_SECONDS / self.frame_seconds)
+        self.min_hashes = mon.min_hashes
+        self._dense = round(_DENSE_SECONDS / self.frame_seconds)
+        self._lookback = round(_LOOKBACK_SECONDS / self.frame_seconds)
+        self._max_gap = round(_MAX_GAP_SECONDS / self.frame_seconds)
         # Frame time → stream time: a frame's energy is centred half a window after its start.
         self._centre = self.fp.window_size / 2 / self.fp.sample_rate
         self._fingerprinter = StreamFingerprinter(self.fp, query=True)
@@ -112,6 +116,9 @@ class Monitor:
         self._tracks: list[_Track] = []
         self._recent: list[_Track] = []   # reported tracks that a later one might overlap
         self._songs: dict[int, dict[str, Any]] = {}
+        # Stored rows of the last window's distinct hashes, reused where windows overlap.
+        self._cached_hashes = np.zeros(0, dtype=np.int64)
+        self._cached_hits = (np.zeros(0, dtype=np.int64),) * 3
         self.windows_processed = 0
 
     # ----------------------------------------------------------------- feeding
@@ -170,7 +177,7 @@ class Monitor:
         self.windows_processed += 1
         inside = (self._offsets >= start) & (self._offsets < end)
         q_h, q_o = self._hashes[inside], self._offsets[inside]
-        keep = self._offsets >= self._start(self._next)   # the rest is never needed again
+        keep = self._offsets >= self._start(self._next) - self._lookback   # the rest is never needed again
         self._hashes, self._offsets = self._hashes[keep], self._offsets[keep]
         seen: set[int] = set()
         if q_h.size:
@@ -185,49 +192,103 @@ class Monitor:
         return closed
 
     def _match(self, q_h: np.ndarray, q_o: np.ndarray, start: int, end: int) -> set[int]:
-        """Align one window's hashes; extend or open tracks. Returns ids of tracks heard."""
+        """Align one window's hashes; extend or open tracks. Returns ids of tracks heard.
+
+        A song that passes the match decision extends each of its open tracks whose own
+        alignment still explains at least half as many hashes as the song's best alignment
+        (a repeated passage fits several alignments equally well: continuity wins).  The
+        best alignment opens a new track only when no open track of the song continues.
+        Other open tracks go on if their alignment still explains ``min_aligned`` hashes.
+        """
         djv = self.djv
-        hit_h, hit_s, hit_o = djv.db.return_matches(q_h)
+        hit_h, hit_s, hit_o = self._lookup(q_h)
         if not hit_h.size:
             return set()
         rel = (q_o - start).astype(np.int32)
         candidates = align(q_h, rel, hit_h, hit_s, hit_o, djv.cfg.matching)
+        min_aligned = int(getattr(djv.cfg.matching, "min_aligned", 5))
         seen: set[int] = set()
         for c in candidates:
-            log.debug("window %.1f s: song %d shift %d score %d hits %d (%d hashes)",
-                      start * self.frame_seconds, c.song_id, c.offset - start, c.score, c.hits, q_h.size)
             shift = c.offset - start          # song frame = stream frame + shift
-            frames = self._aligned_frames(q_h, q_o, hit_h, hit_s, hit_o, c.song_id, shift)
-            if not frames.size:
+            best = self._aligned_frames(q_h, q_o, hit_h, hit_s, hit_o, c.song_id, shift)
+            log.debug("window %.1f s: song %d shift %d score %d (%d aligned hashes, %d hits, %d hashes)",
+                      start * self.frame_seconds, c.song_id, shift, c.score, best.size, c.hits, q_h.size)
+            if best.size < min_aligned:
                 continue
-            track = self._track_for(c.song_id, shift)
-            if track is None:
-                track = _Track(c.song_id, shift, shift, c.score, int(frames[0]), int(frames[-1]),
-                               counted_until=start)
+            continued = False
+            for track in [t for t in self._tracks if t.song_id == c.song_id]:
+                if abs(track.last_shift - shift) <= self.tolerance:
+                    frames, track_shift = best, shift
+                else:
+                    track_shift = track.last_shift
+                    frames = self._aligned_frames(q_h, q_o, hit_h, hit_s, hit_o, c.song_id, track_shift)
+                if frames.size >= max(min_aligned, best.size // 2):
+                    self._extend(track, frames, track_shift, end)
+                    seen.add(id(track))
+                    continued = True
+            if not continued:
+                track = _Track(c.song_id, shift, shift, 0, int(best[0]), int(best[-1]), counted_until=start)
                 self._tracks.append(track)
-                log.debug("window %.1f s: song %d at shift %d (new)", start * self.frame_seconds,
-                          c.song_id, shift)
-            track.first = min(track.first, int(frames[0]))
-            track.last = max(track.last, int(frames[-1]))
-            track.matched += int(np.count_nonzero(frames >= track.counted_until))
-            track.counted_until = max(track.counted_until, end)
-            track.last_shift = shift
-            if c.score > track.best_score:
-                track.best_score, track.shift = c.score, shift
-            track.windows += 1
-            seen.add(id(track))
+                self._extend(track, best, shift, end)
+                self._backfill(track, start)
+                seen.add(id(track))
+                log.debug("window %.1f s: song %d at shift %d (new, from %.1f s)", start * self.frame_seconds,
+                          c.song_id, shift, track.first * self.frame_seconds)
+        # An open track needs less evidence to go on than a new song to be declared: windows
+        # holding two songs may pass no match decision, yet each song still aligns there.
+        for track in self._tracks:
+            if id(track) not in seen:
+                frames = self._aligned_frames(q_h, q_o, hit_h, hit_s, hit_o, track.song_id, track.last_shift)
+                if frames.size >= min_aligned:
+                    self._extend(track, frames, track.last_shift, end)
+                    seen.add(id(track))
         return seen
 
-    def _track_for(self, song_id: int, shift: int) -> _Track | None:
-        for track in self._tracks:
-            if track.song_id == song_id and abs(track.last_shift - shift) <= self.tolerance:
-                return track
-        return None
+    def _lookup(self, q_h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``db.return_matches(q_h)``, querying only hashes the previous window did not have."""
+        wanted = np.unique(q_h)
+        known = np.isin(wanted, self._cached_hashes, assume_unique=True)
+        c_h, c_s, c_o = self._cached_hits
+        reuse = np.isin(c_h, wanted[known])
+        new = self.djv.db.return_matches(wanted[~known]) if not known.all() else (c_h[:0], c_s[:0], c_o[:0])
+        hits = tuple(np.concatenate([old[reuse], fresh]) for old, fresh in zip(self._cached_hits, new))
+        self._cached_hashes, self._cached_hits = wanted, hits
+        return hits  # type: ignore[return-value]
+
+    def _backfill(self, track: _Track, start: int) -> None:
+        """Extend a new track back into the kept hashes before its first window, through
+        the contiguous run of hashes that match its alignment (in looped music a passage
+        fits several alignments; the right one may be recognized only after it began)."""
+        before = (self._offsets >= start - self._lookback) & (self._offsets < start)
+        if not before.any():
+            return
+        q_h, q_o = self._hashes[before], self._offsets[before]
+        frames = self._aligned_frames(q_h, q_o, *self.djv.db.return_matches(q_h), track.song_id, track.shift)
+        first, added = track.first, 0
+        for frame in frames[::-1]:
+            if first - frame > self._max_gap:
+                break
+            first = int(frame)
+            added += 1
+        track.first, track.matched = first, track.matched + added
+
+    @staticmethod
+    def _extend(track: _Track, frames: np.ndarray, shift: int, end: int) -> None:
+        """Add a window's aligned hashes (sorted stream frames) to a track."""
+        track.first = min(track.first, int(frames[0]))
+        track.last = max(track.last, int(frames[-1]))
+        track.matched += int(np.count_nonzero(frames >= track.counted_until))
+        track.counted_until = max(track.counted_until, end)
+        track.last_shift = shift
+        if frames.size > track.best_score:
+            track.best_score, track.shift = int(frames.size), shift
+        track.windows += 1
 
     def _aligned_frames(self, q_h: np.ndarray, q_o: np.ndarray, hit_h: np.ndarray, hit_s: np.ndarray,
                         hit_o: np.ndarray, song_id: int, shift: int) -> np.ndarray:
         """Sorted stream frames (one per hash) of the query hashes that match ``song_id`` at
-        ``shift`` (within the matching tolerance), without isolated chance matches."""
+        ``shift`` (within the matching tolerance), in dense stretches only: chance matches
+        at a given alignment are sparse, a song heard gives many per second."""
         mine = hit_s == song_id
         s_h, s_o = hit_h[mine], hit_o[mine]
         order = np.argsort(q_h, kind="stable")
@@ -238,23 +299,25 @@ class Monitor:
         qidx = np.repeat(left - np.cumsum(count) + count, count) + np.arange(rows.size)
         ok = np.abs(s_o[rows] - qo[qidx] - shift) <= self.djv.cfg.matching.offset_tolerance
         frames = np.sort(qo[np.unique(qidx[ok])])   # one entry per matching query hash
-        if frames.size >= 3:
-            uniq = np.unique(frames)
-            gaps = np.diff(uniq)
-            near = np.r_[False, gaps <= self._isolated] | np.r_[gaps <= self._isolated, False]
-            frames = frames[np.isin(frames, uniq[near])]
-        return frames
+        around = np.searchsorted(frames, frames + self._dense, side="right") - \
+            np.searchsorted(frames, frames - self._dense, side="left")
+        return frames[around >= _DENSE_HASHES]
 
     # ----------------------------------------------------------------- segments
     def _close(self, track: _Track) -> list["Segment"]:
-        """The segment of a track that ended, or nothing if a stronger track of the same song
-        overlaps it (a repeated passage matched at the wrong place)."""
+        """The segment of a track that ended, or nothing if it has too little evidence or
+        lies mostly inside a stronger track of the same song (a repeated passage matched
+        at the wrong place)."""
         for other in self._tracks + self._recent:
+            overlap = min(track.last, other.last) - max(track.first, other.first)
             if other is not track and other.song_id == track.song_id and other.matched > track.matched \
-                    and other.first <= track.last and track.first <= other.last:
+                    and overlap > (track.last - track.first) / 2:
                 log.debug("dropped song %d at shift %d (%d hashes): overlaps shift %d (%d hashes)",
                           track.song_id, track.shift, track.matched, other.shift, other.matched)
                 return []
+        if track.matched < self.min_hashes:
+            log.debug("dropped song %d at shift %d: %d hashes", track.song_id, track.shift, track.matched)
+            return []
         self._recent.append(track)
         song = self._song(track.song_id)
         if song is None:
@@ -272,14 +335,14 @@ class Monitor:
             offset_seconds=round(max(0.0, (track.first + track.shift) * fs), 3),
             confidence=round(min(1.0, track.matched / max(expected, 1.0)), 2),
             hashes_matched=track.matched)
-        log.debug("closed %s (%d windows)", segment, track.windows)
+        log.debug("closed %s (%d windows, best %d)", segment, track.windows, track.best_score)
         return [segment]
 
     def _pair_span(self) -> float:
         """Typical seconds between a hash's anchor and its paired peak (stored side)."""
-        per_second = self.fp.peaks_per_second
-        return min(self.fp.max_hash_time_delta * self.frame_seconds,
-                   (self.fp.fan_value + 1) / 2 / max(per_second, 1e-9))
+        per_second = float(getattr(self.fp, "peaks_per_second", 12.0))
+        fan = int(getattr(self.fp, "fan_value", 5))
+        return min(self.fp.max_hash_time_delta * self.frame_seconds, (fan + 1) / 2 / max(per_second, 1e-9))
 
     def _song(self, song_id: int) -> dict[str, Any] | None:
         if song_id not in self._songs:
@@ -342,15 +405,18 @@ def microphone_blocks(djv: "Dejavu") -> Iterator[np.ndarray]:
     from dejavu.logic.decoder import to_mono_float
     from dejavu.logic.recognizer.microphone_recognizer import MicrophoneRecognizer
 
+    rate = djv.cfg.fingerprint.sample_rate
     mic = MicrophoneRecognizer(djv)
     resampler: _StreamResampler | None = None
+    pending: list[np.ndarray] = []
     try:
         for chunk in mic.listen():
             if resampler is None:
-                resampler = _StreamResampler(mic.samplerate, djv.cfg.fingerprint.sample_rate)
-            out = resampler.feed(to_mono_float(chunk))
-            if out.size:
-                yield out
+                resampler = _StreamResampler(mic.samplerate, rate)
+            pending.append(resampler.feed(to_mono_float(chunk)))
+            if sum(p.size for p in pending) >= rate // 2:   # hand over ~0.5 s at a time
+                yield np.concatenate(pending)
+                pending = []
     finally:
         mic.close()
 

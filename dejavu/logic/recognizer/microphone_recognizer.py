@@ -157,7 +157,6 @@ class MicrophoneRecognizer(BaseRecognizer):
         If the device refuses 2 channels it is opened in mono; if it refuses the rate,
         at its default rate (``self.channels`` / ``self.samplerate`` tell what is used).
         """
-        log.info("* start recording")
         self._close_stream()
         self.chunksize = int(chunksize or self.chunksize)
         want_channels = int(channels or self.channels)
@@ -190,6 +189,7 @@ class MicrophoneRecognizer(BaseRecognizer):
         self._chunks = []
         self._frames = 0
         self.recorded = False
+        log.info("* start recording")
 
     def _read(self, frames: int) -> np.ndarray:
         """Read ``frames`` frames from the open stream: int16, shape (frames, channels)."""
