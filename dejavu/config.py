@@ -95,8 +95,8 @@ class MatchingConfig:
     """Parameters of offset alignment and the no-match decision."""
 
     topn: int = 2                     # results returned at most
-    min_aligned: int = 8              # aligned hash matches a result needs at least ...
-    margin_ratio: float = 1.5         # ... and at least margin_ratio × the next song's
+    min_aligned: int = 12             # aligned hash matches a result needs at least ...
+    margin_ratio: float = 2.0         # ... and at least margin_ratio × the next song's
     min_margin: int = 2               # ... plus min_margin
     offset_tolerance: int = 1         # frames; offsets this close vote together
     speed_search: bool = False        # retry with stretch factors when nothing matches
