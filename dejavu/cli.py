@@ -170,9 +170,12 @@ def _check_options(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 def _list_devices() -> int:
     from dejavu.logic.recognizer.microphone_recognizer import list_input_devices
 
-    for device in list_input_devices():
+    devices = list_input_devices()
+    for device in devices:
         _emit(device)
-    return EXIT_OK
+    if not devices:
+        log.error("no audio input device found")
+    return EXIT_OK if devices else EXIT_NO_MATCH
 
 
 def _monitor(djv: Any, args: argparse.Namespace) -> int:
@@ -232,6 +235,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except Exception as exc:  # a bug or an unforeseen condition: one line, details with -v
+        log.debug("unexpected error", exc_info=True)
+        log.error("unexpected error: %s: %s%s", type(exc).__name__, exc,
+                  "" if args.verbose else " (run with -v for details)")
+        return EXIT_ERROR
 
 
 def run() -> None:

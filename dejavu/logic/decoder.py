@@ -10,7 +10,9 @@ import fnmatch
 import hashlib
 import logging
 import os
+import re
 import shutil
+import stat
 import subprocess
 from fractions import Fraction
 from typing import IO, Iterable, Iterator, Sequence
@@ -26,6 +28,7 @@ _BYTES_PER_SAMPLE = 4  # float32
 
 def unique_hash(file_path: str, block_size: int = 2**20) -> str:
     """SHA1 of the file's bytes as uppercase hex (the original's ``file_sha1``)."""
+    check_file(file_path)
     sha1 = hashlib.sha1()
     try:
         with open(file_path, "rb") as fh:
@@ -63,8 +66,17 @@ def find_files(path: str, extensions: str | Iterable[str] | None) -> list[tuple[
 
 
 def get_audio_name_from_path(file_path: str) -> str:
-    """Default song name: the file name without its extension."""
-    return os.path.splitext(os.path.basename(file_path))[0]
+    """Default song name: the file name without its extension (as valid Unicode)."""
+    return clean_text(os.path.splitext(os.path.basename(file_path))[0])
+
+
+def clean_text(text: str) -> str:
+    """``text`` as storable Unicode: the undecodable bytes of a non-UTF-8 file name
+    (Python's surrogate escapes) become U+FFFD."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # lone surrogates that are not escaped bytes
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _ffmpeg() -> str:
@@ -84,30 +96,43 @@ def _ffmpeg_command(source: str, sample_rate: int, limit: float | None,
     return cmd + ["-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
 
 
-def _ffmpeg_reason(stderr: bytes) -> str:
+def _ffmpeg_reason(stderr: bytes, source: str) -> str:
+    """Why ffmpeg could not decode ``source``, in one line, from its error output."""
     lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
     if not lines:
         return "ffmpeg failed without a message"
-    reason = lines[-1]
-    for line in lines:  # the first line that says what is wrong is usually the best
-        if any(k in line for k in ("Invalid data", "No such file", "matches no streams",
-                                   "Permission denied", "does not contain any stream",
-                                   "Is a directory", "Failed to find")):
-            reason = line
-            break
-    return reason.split(": ", 1)[-1] if reason.startswith(("[", "/")) else reason
+    if any("matches no streams" in ln or "does not contain any stream" in ln for ln in lines):
+        return "no audio stream"
+    # "[wav @ 0x55d0] no 'fmt ' tag found" → the demuxer's own words, if it said any.
+    details = [re.sub(r"^\[[^]]*@ 0x[0-9a-f]+\]\s*", "", ln) for ln in lines if ln.startswith("[")]
+    last = lines[-1].removeprefix(f"{source}: ")
+    if last.startswith(("Invalid data", "Invalid argument")):
+        return f"not an audio file, or corrupt ({details[0] if details else last})"
+    return last
 
 
-def _check_source(path: str) -> None:
-    if path == "-" or "://" in path:
-        return
-    if not os.path.exists(path):
-        raise DecodeError(f"{path}: no such file")
-    if os.path.isdir(path):
+def _os_reason(exc: OSError) -> str:
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
+
+
+def check_file(path: str) -> None:
+    """Raise DecodeError naming ``path`` unless it is a readable, non-empty regular file.
+
+    Catches what ffmpeg would hang on (a FIFO) or report unclearly (a directory, a
+    symlink loop, no permission).
+    """
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise DecodeError(f"{path}: {_os_reason(exc)}") from None
+    if stat.S_ISDIR(info.st_mode):
         raise DecodeError(f"{path}: is a directory, not an audio file")
+    if not stat.S_ISREG(info.st_mode):
+        raise DecodeError(f"{path}: not a regular file (a pipe, socket or device)")
     if not os.access(path, os.R_OK):
         raise DecodeError(f"{path}: permission denied")
-    if os.path.getsize(path) == 0:
+    if info.st_size == 0:
         raise DecodeError(f"{path}: file is empty")
 
 
@@ -121,7 +146,8 @@ def stream(source: str, sample_rate: int, *, block_seconds: float = 10.0,
     for raw PCM).  Each block holds ``block_seconds`` of audio except the last.
     Memory stays bounded by one block.  Raises DecodeError naming the source.
     """
-    _check_source(source)
+    if source != "-" and "://" not in source:
+        check_file(source)
     cmd = _ffmpeg_command(source, sample_rate, limit, input_args)
     block_bytes = max(1, int(block_seconds * sample_rate)) * _BYTES_PER_SAMPLE
     proc = subprocess.Popen(cmd, stdin=stdin if source == "-" else subprocess.DEVNULL,
@@ -137,24 +163,32 @@ def stream(source: str, sample_rate: int, *, block_seconds: float = 10.0,
             pending += chunk
             if len(pending) >= block_bytes:
                 total += len(pending)
-                yield np.frombuffer(pending, dtype="<f4").copy()
+                yield _finite(np.frombuffer(pending, dtype="<f4").copy())
                 pending = b""
         usable = len(pending) - len(pending) % _BYTES_PER_SAMPLE
         if usable:
             total += usable
-            yield np.frombuffer(pending[:usable], dtype="<f4").copy()
+            yield _finite(np.frombuffer(pending[:usable], dtype="<f4").copy())
         stderr = proc.stderr.read()
         code = proc.wait()
         if code != 0 and total == 0:
-            raise DecodeError(f"{source}: cannot decode: {_ffmpeg_reason(stderr)}")
+            raise DecodeError(f"{source}: cannot decode: {_ffmpeg_reason(stderr, source)}")
         if code != 0:
-            log.warning("%s: decoding stopped early: %s", source, _ffmpeg_reason(stderr))
+            log.warning("%s: decoding stopped early: %s", source, _ffmpeg_reason(stderr, source))
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def _finite(samples: np.ndarray) -> np.ndarray:
+    """Float input can hold NaN or ±Inf samples (corrupt data): those become 0 / ±1
+    (in a copy), instead of spoiling every spectrogram frame they touch."""
+    if np.isfinite(samples).all():
+        return samples
+    return np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
 
 
 def decode(source: str, sample_rate: int, limit: float | None = None) -> np.ndarray:
@@ -170,8 +204,9 @@ def decode(source: str, sample_rate: int, limit: float | None = None) -> np.ndar
 
 
 def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """Resample float samples, shape (n,) at ``from_rate`` Hz → shape (m,) at ``to_rate`` Hz."""
-    samples = np.asarray(samples, dtype=np.float32)
+    """Resample float samples, shape (n,) at ``from_rate`` Hz → shape (m,) at ``to_rate`` Hz
+    (NaN/±Inf samples read as 0/±1)."""
+    samples = _finite(np.asarray(samples, dtype=np.float32))
     if from_rate == to_rate:
         return samples
     from scipy.signal import resample_poly

@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -16,6 +18,7 @@ import numpy as np
 
 from dejavu.config import Config
 from dejavu.database import BaseDatabase
+from dejavu.database.base import DatabaseUnavailableError
 from dejavu.exceptions import DejavuError
 from dejavu.logic import decoder
 from dejavu.logic.fingerprint import concat, fingerprint_stream
@@ -63,9 +66,26 @@ def _init_worker(known: frozenset[str]) -> None:
     _known_sha1s = known
 
 
+def _init_pool_worker(known: frozenset[str], parent: int) -> None:
+    """Pool worker set-up.  Ctrl-C is the parent's to handle (it stops the pool); and
+    on Linux a worker is killed with its parent, so that a killed ingest leaves no
+    worker behind to finish its file and then fail, with a traceback, to hand it over."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent:  # the parent died before that
+            os._exit(1)
+    _init_worker(known)
+
+
 def fingerprint_one(path: str, song_name: str | None, cfg: Config) -> FileOutcome:
     """Decode and fingerprint one file (no database access). Never raises."""
-    name = song_name or decoder.get_audio_name_from_path(path)
+    name = decoder.clean_text(song_name) if song_name else decoder.get_audio_name_from_path(path)
     try:
         sha1 = decoder.unique_hash(path)
         if sha1 in _known_sha1s:
@@ -105,6 +125,26 @@ def _work(task: tuple[str, str | None, Config]) -> FileOutcome:
     return fingerprint_one(*task)
 
 
+#: Seconds to wait before each new attempt to store a song after the database
+#: connection was lost (a server restart); then the error is raised.
+RECONNECT_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def store_retrying(db: BaseDatabase, outcome: FileOutcome) -> FileOutcome:
+    """:func:`store`, tried again while the database is unavailable (see RECONNECT_DELAYS).
+
+    Safe because a failed transaction stored nothing; if the lost one had in fact
+    committed, the retry finds the file SHA1 and reports the song as skipped.
+    """
+    for delay in RECONNECT_DELAYS:
+        try:
+            return store(db, outcome)
+        except DatabaseUnavailableError as exc:
+            log.warning("%s; trying again in %g s", exc, delay)
+            time.sleep(delay)
+    return store(db, outcome)
+
+
 def store(db: BaseDatabase, outcome: FileOutcome) -> FileOutcome:
     """Write a fingerprinted file's song and hashes in one transaction (DatabaseError propagates)."""
     if outcome.status != "fingerprinted":
@@ -124,8 +164,9 @@ def ingest(db: BaseDatabase, cfg: Config, tasks: list[tuple[str, str | None]],
     """Fingerprint and store files, ``nprocesses`` at a time; report per file.
 
     ``tasks`` are (path, song_name or None).  Files whose SHA1 is already stored are
-    skipped.  A database error (e.g. server gone) stops the batch and is raised;
-    files stored before it stay stored, the file in flight is not stored at all.
+    skipped.  A lost database connection is retried for a while (RECONNECT_DELAYS);
+    a database error that persists stops the batch and is raised: files stored
+    before it stay stored, the file in flight is not stored at all.
     """
     report = IngestReport()
     if not tasks:
@@ -142,11 +183,11 @@ def ingest(db: BaseDatabase, cfg: Config, tasks: list[tuple[str, str | None]],
             pool = None
         else:
             pool = multiprocessing.get_context("spawn" if sys.platform == "win32" else "fork").Pool(
-                nprocesses, initializer=_init_worker, initargs=(known,))
+                nprocesses, initializer=_init_pool_worker, initargs=(known, os.getpid()))
             results = pool.imap_unordered(_work, work)
         try:
             for outcome in results:
-                outcome = store(db, outcome)
+                outcome = store_retrying(db, outcome)
                 report.add(outcome)
                 if outcome.status == "failed":
                     log.error("%s", outcome.reason)

@@ -4,18 +4,58 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from dejavu.exceptions import DecodeError
 from dejavu.logic import decoder
-from dejavu.logic.recognizer.base import BaseRecognizer, recognize_samples
+from dejavu.logic.fingerprint import Hashes, StreamFingerprinter, concat
+from dejavu.logic.matching import align
+from dejavu.logic.recognizer.base import (ALIGN_TIME, FINGERPRINT_TIME, QUERY_TIME, RESULTS, TOTAL_TIME,
+                                          BaseRecognizer, _result, recognize_samples)
+
+#: Seconds of audio decoded and fingerprinted at a time.
+BLOCK_SECONDS = 10.0
 
 
 class FileRecognizer(BaseRecognizer):
     """``djv.recognize(FileRecognizer, "clip.mp3")``."""
 
     def recognize_file(self, filename: str) -> dict[str, Any]:
-        """Decode ``filename`` (its first ``fingerprint_limit`` seconds, as the original)
-        at the fingerprint rate and recognize it. Raises DecodeError naming the file."""
-        samples = decoder.decode(filename, self.Fs, limit=self.dejavu.limit)
-        return recognize_samples(self.dejavu, samples, self.Fs)
+        """Recognize ``filename`` (its first ``fingerprint_limit`` seconds, as the original).
+
+        The file is decoded and fingerprinted block by block, so memory grows with the
+        query's hashes (about 10 kB per second of audio), not with its samples; the
+        result is the same as for the whole decoded file.  With ``matching.speed_search``
+        the samples are decoded whole, since the stretched retries need them.
+        Raises DecodeError naming the file.
+        """
+        djv = self.dejavu
+        if djv.cfg.matching.speed_search:
+            samples = decoder.decode(filename, self.Fs, limit=djv.limit)
+            return recognize_samples(djv, samples, self.Fs)
+        fingerprinter = StreamFingerprinter(djv.cfg.fingerprint, query=True)
+        parts: list[Hashes] = []
+        t_fp = 0.0
+        for block in decoder.stream(filename, self.Fs, block_seconds=BLOCK_SECONDS, limit=djv.limit):
+            t0 = time.perf_counter()
+            parts.append(fingerprinter.feed(block))
+            t_fp += time.perf_counter() - t0
+        if fingerprinter.total_samples == 0:
+            raise DecodeError(f"{filename}: contains no audio samples")
+        t0 = time.perf_counter()
+        parts.append(fingerprinter.flush())
+        hashes, offsets = concat(parts)
+        parts.clear()
+        t1 = time.perf_counter()
+        hit_h, hit_s, hit_o = djv.db.return_matches(hashes)
+        t2 = time.perf_counter()
+        candidates = align(hashes, offsets, hit_h, hit_s, hit_o, djv.cfg.matching)
+        songs = djv.db.get_songs_by_ids(c.song_id for c in candidates)
+        seconds = fingerprinter.total_samples / self.Fs
+        results = [_result(c, songs[c.song_id], int(hashes.size), seconds, djv)
+                   for c in candidates if c.song_id in songs]
+        t_fp += t1 - t0
+        t_query, t_align = t2 - t1, time.perf_counter() - t2
+        return {TOTAL_TIME: t_fp + t_query + t_align, FINGERPRINT_TIME: t_fp, QUERY_TIME: t_query,
+                ALIGN_TIME: t_align, RESULTS: results}
 
     def recognize(self, filename: str) -> dict[str, Any]:
         return self.recognize_file(filename)
