@@ -603,9 +603,6 @@ def test_two_hour_file_ingest_and_query_stay_under_500_mb(two_hours, demo_djv, t
     assert peak < MEMORY_LIMIT_MB
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="matching.align() holds one row per (stored hit, query occurrence of its hash): "
-                          "63 M rows, 3.2 GB peak, for this 2-hour query")
 def test_two_hour_file_recognized_whole_under_500_mb(two_hours):
     audio, config, _ = two_hours
     code, stdout, _, peak = run_measured("--config", str(config), "--recognize", "file", str(audio))

@@ -15,6 +15,7 @@ import numpy as np
 # (f1, f2, Δt) packed into one int: 10 bits per frequency bin, 10 bits for Δt.
 _SHIFT_F1, _SHIFT_F2 = 20, 10
 _cache: dict[int, int] = {}
+_CACHE_LIMIT = 250_000  # entries (~35 MB); the cache is emptied when it grows past this
 
 
 def sha1_hash(f1: int, f2: int, dt: int) -> int:
@@ -28,6 +29,8 @@ def _hash_packed(keys: np.ndarray) -> np.ndarray:
     uniq, inverse = np.unique(keys, return_inverse=True)
     out = np.empty(uniq.size, dtype=np.int64)
     cache = _cache
+    if len(cache) + uniq.size > _CACHE_LIMIT:
+        cache.clear()
     for i, key in enumerate(uniq.tolist()):
         value = cache.get(key)
         if value is None:

@@ -34,6 +34,50 @@ class Candidate:
     margin: int              # score minus the next candidate song's score
 
 
+def _vote_counts(query_hashes: np.ndarray, query_offsets: np.ndarray, hit_hashes: np.ndarray,
+                 hit_song_ids: np.ndarray, hit_offsets: np.ndarray,
+                 max_pairs: int = 500_000) -> tuple[np.ndarray, np.ndarray]:
+    """Votes per (song, Δ = t_db − t_q), keyed ``song << 32 | (Δ + 2^31)``, sorted by key.
+
+    Every stored row is paired with every query offset of its hash; the pairs are
+    counted ``max_pairs`` at a time and merged, so memory stays bounded by the number
+    of distinct (song, Δ) keys even when a long, repetitive query meets itself.
+    """
+    order = np.argsort(query_hashes, kind="stable")
+    qh, qo = query_hashes[order], query_offsets[order].astype(np.int64)
+    left = np.searchsorted(qh, hit_hashes, side="left")
+    count = np.searchsorted(qh, hit_hashes, side="right") - left
+    ends = np.cumsum(count)  # pairs up to and including each stored row
+    keys: list[np.ndarray] = []
+    votes: list[np.ndarray] = []
+    start = 0
+    while start < hit_hashes.size:
+        base = ends[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, base + max_pairs, side="right")))
+        c = count[start:stop]
+        rows = np.repeat(np.arange(start, stop), c)
+        local_start = np.cumsum(c) - c  # first pair of each row within this chunk
+        qidx = np.repeat(left[start:stop] - local_start, c) + np.arange(rows.size)
+        delta = hit_offsets[rows].astype(np.int64) - qo[qidx]
+        k, v = np.unique((hit_song_ids[rows].astype(np.int64) << 32) | (delta + (1 << 31)), return_counts=True)
+        keys.append(k)
+        votes.append(v)
+        if sum(a.size for a in keys) > max_pairs:  # merge to keep memory bounded
+            merged = _merge(keys, votes)
+            keys, votes = [merged[0]], [merged[1]]
+        start = stop
+    if not keys:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return _merge(keys, votes)
+
+
+def _merge(keys: list[np.ndarray], votes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Sum vote counts of equal keys across pieces; returns sorted unique keys and their counts."""
+    k = np.concatenate(keys)
+    uk, inv = np.unique(k, return_inverse=True)
+    return uk, np.bincount(inv.reshape(-1), weights=np.concatenate(votes), minlength=uk.size).astype(np.int64)
+
+
 def align(query_hashes: np.ndarray, query_offsets: np.ndarray, hit_hashes: np.ndarray,
           hit_song_ids: np.ndarray, hit_offsets: np.ndarray, cfg: MatchingConfig) -> list[Candidate]:
     """Align stored hits with the query and return the convincing candidates, best first.
@@ -49,18 +93,9 @@ def align(query_hashes: np.ndarray, query_offsets: np.ndarray, hit_hashes: np.nd
     """
     if hit_hashes.size == 0 or query_hashes.size == 0:
         return []
-    # Expand every stored row against every query offset of its hash.
-    order = np.argsort(query_hashes, kind="stable")
-    qh, qo = query_hashes[order], query_offsets[order]
-    left = np.searchsorted(qh, hit_hashes, side="left")
-    count = np.searchsorted(qh, hit_hashes, side="right") - left
-    rows = np.repeat(np.arange(hit_hashes.size), count)
-    qidx = np.repeat(left - np.cumsum(count) + count, count) + np.arange(rows.size)
-    songs = hit_song_ids[rows].astype(np.int64)
-    delta = hit_offsets[rows].astype(np.int64) - qo[qidx].astype(np.int64)
-    # Count votes per (song, delta); then per song, the best window of width 2·tol+1.
-    key = (songs << 32) | (delta + (1 << 31))
-    ukey, votes = np.unique(key, return_counts=True)
+    ukey, votes = _vote_counts(query_hashes, query_offsets, hit_hashes, hit_song_ids, hit_offsets)
+    if ukey.size == 0:
+        return []
     tol = cfg.offset_tolerance
     window = votes.copy()
     for shift in range(1, tol + 1):
