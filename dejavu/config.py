@@ -99,8 +99,9 @@ class MatchingConfig:
     margin_ratio: float = 2.0         # ... and at least margin_ratio × the next song's
     min_margin: int = 2               # ... plus min_margin
     offset_tolerance: int = 1         # frames; offsets this close vote together
-    speed_search: bool = False        # retry with stretch factors when nothing matches
-    speed_factors: tuple[float, ...] = (0.97, 1.03, 0.98, 1.02, 0.99, 1.01, 0.96, 1.04, 0.95, 1.05)
+    speed_search: bool = True         # retry with stretch factors when nothing matches ...
+    speed_factors: tuple[float, ...] = (0.97, 1.03, 0.98, 1.02, 0.96, 1.04)
+    speed_search_max_seconds: float = 60.0  # ... for file queries up to this long
 
     def validate(self) -> None:
         if not isinstance(self.topn, int) or self.topn < 1:
@@ -115,6 +116,8 @@ class MatchingConfig:
             raise ConfigError("matching.offset_tolerance must be an integer in 0..10")
         if not isinstance(self.speed_search, bool):
             raise ConfigError("matching.speed_search must be true or false")
+        if not isinstance(self.speed_search_max_seconds, (int, float)) or self.speed_search_max_seconds < 0:
+            raise ConfigError("matching.speed_search_max_seconds must be a number of seconds >= 0")
         if any(not isinstance(s, (int, float)) or not 0.8 <= s <= 1.25 for s in self.speed_factors):
             raise ConfigError("matching.speed_factors must be numbers in 0.8..1.25")
 

@@ -124,3 +124,18 @@ def test_decode_errors_name_the_file(demo_djv, tmp_path):
         demo_djv.recognize(FileRecognizer, str(tmp_path / "missing.wav"))
     report = demo_djv.fingerprint_files([str(bogus)], 1)
     assert len(report.failed) == 1 and "not audio.mp3" in report.failed[0].reason
+
+
+@pytest.mark.parametrize("factor", [1.03, 0.97])
+def test_playback_speed_changes_are_undone(demo_djv, demo_dir, tmp_path, factor):
+    from dejavu.demo import write_wav
+    from dejavu.evaluation.degrade import speed
+    from dejavu.logic.decoder import decode
+    from dejavu.logic.recognizer.file_recognizer import FileRecognizer
+
+    song = decode(str(demo_dir / "songs" / "Plain Song.wav"), 22050)
+    start = 6.0
+    clip = speed(song[int(start * 22050):int((start + 9) * 22050)], 22050, factor)
+    write_wav(str(tmp_path / "fast.wav"), clip, 22050)
+    best = demo_djv.recognize(FileRecognizer, str(tmp_path / "fast.wav"))["results"][0]
+    assert best["song_name"] == "Plain Song" and abs(best["offset_seconds"] - start) <= 0.1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,8 +23,15 @@ FIELD_FILE_SHA1 = "file_sha1"
 TOTAL_TIME, FINGERPRINT_TIME, QUERY_TIME, ALIGN_TIME = "total_time", "fingerprint_time", "query_time", "align_time"
 
 
-def recognize_samples(djv: "Dejavu", samples: np.ndarray, sample_rate: int) -> dict[str, Any]:
+def recognize_samples(djv: "Dejavu", samples: np.ndarray, sample_rate: int,
+                      as_recorded: bool = True) -> dict[str, Any]:
     """Recognize float mono audio, shape (n,) at ``sample_rate`` Hz.
+
+    With ``matching.speed_search``, a query that matches nothing as recorded is tried
+    again undoing playback-speed changes (``speed_factors``); those tries must pass a
+    doubled ``min_aligned`` and 1.5 × ``margin_ratio``, since each try is another chance
+    for a random match.  ``as_recorded=False`` skips the unstretched try (the caller
+    has made it already).
 
     Returns the original's result dict: ``total_time``, ``fingerprint_time``,
     ``query_time``, ``align_time`` (seconds) and ``results`` (best first; empty when
@@ -35,7 +43,8 @@ def recognize_samples(djv: "Dejavu", samples: np.ndarray, sample_rate: int) -> d
     start = time.perf_counter()
     x = resample(samples, sample_rate, fp.sample_rate)
     # Stretch factors to try: as recorded, then (if nothing matched) speed-corrected.
-    factors = (1.0,) + (tuple(mc.speed_factors) if mc.speed_search else ())
+    factors = ((1.0,) if as_recorded else ()) + (tuple(mc.speed_factors) if mc.speed_search else ())
+    stretched_rule = replace(mc, min_aligned=2 * mc.min_aligned, margin_ratio=1.5 * mc.margin_ratio)
     candidates: list[Candidate] = []
     total_hashes = 0
     for factor in factors:
@@ -43,11 +52,11 @@ def recognize_samples(djv: "Dejavu", samples: np.ndarray, sample_rate: int) -> d
         y = x if factor == 1.0 else stretch(x, factor)
         hashes, offsets = fingerprint(y, fp, query=True)
         t1 = time.perf_counter()
-        if factor == 1.0:
+        if factor == 1.0 or not total_hashes:
             total_hashes = int(hashes.size)
         hit_h, hit_s, hit_o = djv.db.return_matches(hashes)
         t2 = time.perf_counter()
-        candidates = align(hashes, offsets, hit_h, hit_s, hit_o, mc)
+        candidates = align(hashes, offsets, hit_h, hit_s, hit_o, mc if factor == 1.0 else stretched_rule)
         t3 = time.perf_counter()
         t_fp, t_query, t_align = t_fp + t1 - t0, t_query + t2 - t1, t_align + t3 - t2
         if candidates or hashes.size == 0:

@@ -24,13 +24,10 @@ class FileRecognizer(BaseRecognizer):
         The file is decoded and fingerprinted block by block, so memory grows with the
         query's hashes (about 10 kB per second of audio), not with its samples; the
         result is the same as for the whole decoded file.  With ``matching.speed_search``
-        the samples are decoded whole, since the stretched retries need them.
-        Raises DecodeError naming the file.
+        an unmatched file of at most ``speed_search_max_seconds`` is decoded again whole
+        for the speed-corrected tries.  Raises DecodeError naming the file.
         """
         djv = self.dejavu
-        if djv.cfg.matching.speed_search:
-            samples = decoder.decode(filename, self.Fs, limit=djv.limit)
-            return recognize_samples(djv, samples, self.Fs)
         fingerprinter = StreamFingerprinter(djv.cfg.fingerprint, query=True)
         parts: list[Hashes] = []
         t_fp = 0.0
@@ -54,6 +51,16 @@ class FileRecognizer(BaseRecognizer):
                    for c in candidates if c.song_id in songs]
         t_fp += t1 - t0
         t_query, t_align = t2 - t1, time.perf_counter() - t2
+        mc = djv.cfg.matching
+        if not results and mc.speed_search and hashes.size and seconds <= mc.speed_search_max_seconds:
+            retry = recognize_samples(djv, decoder.decode(filename, self.Fs, limit=djv.limit), self.Fs,
+                                      as_recorded=False)
+            t_fp += retry[FINGERPRINT_TIME]
+            t_query += retry[QUERY_TIME]
+            t_align += retry[ALIGN_TIME]
+            results = retry[RESULTS]
+            for r in results:
+                r["input_total_hashes"] = int(hashes.size)
         return {TOTAL_TIME: t_fp + t_query + t_align, FINGERPRINT_TIME: t_fp, QUERY_TIME: t_query,
                 ALIGN_TIME: t_align, RESULTS: results}
 
