@@ -50,7 +50,7 @@ class SQLiteDatabase(BaseDatabase):
         if not os.path.isdir(directory):
             raise DatabaseError(f"sqlite: cannot open {self.path}: directory {directory} does not exist")
         try:
-            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, cached_statements=16,
                                    check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
