@@ -53,6 +53,16 @@ def demo_djv(demo_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def config_file(demo_djv, tmp_path_factory) -> str:
+    """A JSON config file for the CLI, on the demo store."""
+    import json
+
+    path = tmp_path_factory.mktemp("config") / "config.json"
+    path.write_text(json.dumps({"database_type": "sqlite", "database": {"path": demo_djv.cfg.database["path"]}}))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def corpus() -> list[Path]:
     """Real music: the small dev corpus (built by ../shared/tools/get-dev-corpus.sh if missing)."""
     mp3 = CORPUS_DIR / "mp3"

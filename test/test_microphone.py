@@ -77,15 +77,6 @@ def virtual_mic():
             os.environ[name] = value
 
 
-@pytest.fixture(scope="module")
-def config_file(demo_djv, tmp_path_factory) -> str:
-    """A config file for the CLI, on the demo store."""
-    path = tmp_path_factory.mktemp("mic") / "config.json"
-    path.write_text(json.dumps({"database_type": "sqlite",
-                                "database": {"path": demo_djv.cfg.database["path"]}}))
-    return str(path)
-
-
 def _stop(player: subprocess.Popen) -> None:
     if player.poll() is None:
         player.terminate()

@@ -77,14 +77,6 @@ def show(demo_dir, tmp_path_factory) -> tuple[Path, list[Excerpt]]:
     return path, truth
 
 
-@pytest.fixture(scope="module")
-def config_file(demo_djv, tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("monitor") / "config.json"
-    path.write_text(json.dumps({"database_type": "sqlite",
-                                "database": {"path": demo_djv.cfg.database["path"]}}))
-    return str(path)
-
-
 def check_timeline(segments: list[dict], truth: list[Excerpt]) -> None:
     """One segment per known excerpt, in order, boundaries within 1 s, offsets right."""
     segments = sorted(segments, key=lambda s: s["start_seconds"])

@@ -66,20 +66,15 @@ def plot_accuracy(summary: Sequence[dict[str, Any]], path: str) -> None:
     groups = _by_condition(summary)
     has_neg = any(r["negative_clips"] for r in summary)
     fig, axes = plt.subplots(1, 2 if has_neg else 1, figsize=(11 if has_neg else 6.5, 4.5), squeeze=False)
-    ax = axes[0][0]
-    for i, (cond, rows) in enumerate(groups.items()):
-        ax.plot(*_series(rows, lambda r: r["song_accuracy"]), label=cond, **_style(i))
-    ax.set(xlabel="clip length (s)", ylabel="song accuracy (%)", ylim=(-3, 104),
-           title="Correct song (first result)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    panels = [("song_accuracy", "song accuracy (%)", "Correct song (first result)")]
     if has_neg:
-        ax = axes[0][1]
+        panels.append(("false_positive_rate", "false positives (%)", "Any result for a song not in the database"))
+    for ax, (key, ylabel, title) in zip(axes[0], panels):
         for i, (cond, rows) in enumerate(groups.items()):
-            ax.plot(*_series(rows, lambda r: r["false_positive_rate"]), label=cond, **_style(i))
-        ax.set(xlabel="clip length (s)", ylabel="false positives (%)", ylim=(-3, 104),
-               title="Any result for a song not in the database")
+            ax.plot(*_series(rows, lambda r, key=key: r[key]), label=cond, **_style(i))
+        ax.set(xlabel="clip length (s)", ylabel=ylabel, ylim=(-3, 104), title=title)
         ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

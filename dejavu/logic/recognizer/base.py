@@ -9,6 +9,7 @@ import numpy as np
 
 from dejavu.logic.decoder import resample, stretch, to_mono_float
 from dejavu.logic.fingerprint import fingerprint
+from dejavu.config import MatchingConfig
 from dejavu.logic.matching import Candidate, align
 
 if TYPE_CHECKING:
@@ -21,6 +22,24 @@ HASHES_MATCHED, INPUT_CONFIDENCE = "hashes_matched_in_input", "input_confidence"
 FINGERPRINTED_CONFIDENCE, OFFSET, OFFSET_SECS = "fingerprinted_confidence", "offset", "offset_seconds"
 FIELD_FILE_SHA1 = "file_sha1"
 TOTAL_TIME, FINGERPRINT_TIME, QUERY_TIME, ALIGN_TIME = "total_time", "fingerprint_time", "query_time", "align_time"
+
+
+def match_hashes(djv: "Dejavu", hashes: np.ndarray, offsets: np.ndarray,
+                 rule: MatchingConfig) -> tuple[list[Candidate], float, float]:
+    """Look the query's hashes up and align them: (candidates, lookup s, align s)."""
+    t0 = time.perf_counter()
+    hit_h, hit_s, hit_o = djv.db.return_matches(hashes)
+    t1 = time.perf_counter()
+    candidates = align(hashes, offsets, hit_h, hit_s, hit_o, rule)
+    return candidates, t1 - t0, time.perf_counter() - t1
+
+
+def build_results(djv: "Dejavu", candidates: list[Candidate], input_hashes: int,
+                  query_seconds: float) -> list[dict[str, Any]]:
+    """Result dicts for the candidates whose songs are (still) stored."""
+    songs = djv.db.get_songs_by_ids(c.song_id for c in candidates)
+    return [_result(c, songs[c.song_id], input_hashes, query_seconds, djv)
+            for c in candidates if c.song_id in songs]
 
 
 def recognize_samples(djv: "Dejavu", samples: np.ndarray, sample_rate: int,
@@ -54,17 +73,12 @@ def recognize_samples(djv: "Dejavu", samples: np.ndarray, sample_rate: int,
         t1 = time.perf_counter()
         if factor == 1.0 or not total_hashes:
             total_hashes = int(hashes.size)
-        hit_h, hit_s, hit_o = djv.db.return_matches(hashes)
-        t2 = time.perf_counter()
-        candidates = align(hashes, offsets, hit_h, hit_s, hit_o, mc if factor == 1.0 else stretched_rule)
-        t3 = time.perf_counter()
-        t_fp, t_query, t_align = t_fp + t1 - t0, t_query + t2 - t1, t_align + t3 - t2
+        candidates, dt_query, dt_align = match_hashes(djv, hashes, offsets,
+                                                      mc if factor == 1.0 else stretched_rule)
+        t_fp, t_query, t_align = t_fp + t1 - t0, t_query + dt_query, t_align + dt_align
         if candidates or hashes.size == 0:
             break
-    songs = djv.db.get_songs_by_ids(c.song_id for c in candidates)
-    query_seconds = x.size / fp.sample_rate
-    results = [_result(c, songs[c.song_id], total_hashes, query_seconds, djv)
-               for c in candidates if c.song_id in songs]
+    results = build_results(djv, candidates, total_hashes, x.size / fp.sample_rate)
     t_align += time.perf_counter() - start - t_fp - t_query - t_align
     return {TOTAL_TIME: t_fp + t_query + t_align, FINGERPRINT_TIME: t_fp, QUERY_TIME: t_query,
             ALIGN_TIME: t_align, RESULTS: results}

@@ -7,9 +7,8 @@ from typing import Any
 from dejavu.exceptions import DecodeError
 from dejavu.logic import decoder
 from dejavu.logic.fingerprint import Hashes, StreamFingerprinter, concat
-from dejavu.logic.matching import align
 from dejavu.logic.recognizer.base import (ALIGN_TIME, FINGERPRINT_TIME, QUERY_TIME, RESULTS, TOTAL_TIME,
-                                          BaseRecognizer, _result, recognize_samples)
+                                          BaseRecognizer, build_results, match_hashes, recognize_samples)
 
 #: Seconds of audio decoded and fingerprinted at a time.
 BLOCK_SECONDS = 10.0
@@ -41,16 +40,10 @@ class FileRecognizer(BaseRecognizer):
         parts.append(fingerprinter.flush())
         hashes, offsets = concat(parts)
         parts.clear()
-        t1 = time.perf_counter()
-        hit_h, hit_s, hit_o = djv.db.return_matches(hashes)
-        t2 = time.perf_counter()
-        candidates = align(hashes, offsets, hit_h, hit_s, hit_o, djv.cfg.matching)
-        songs = djv.db.get_songs_by_ids(c.song_id for c in candidates)
+        t_fp += time.perf_counter() - t0
+        candidates, t_query, t_align = match_hashes(djv, hashes, offsets, djv.cfg.matching)
         seconds = fingerprinter.total_samples / self.Fs
-        results = [_result(c, songs[c.song_id], int(hashes.size), seconds, djv)
-                   for c in candidates if c.song_id in songs]
-        t_fp += t1 - t0
-        t_query, t_align = t2 - t1, time.perf_counter() - t2
+        results = build_results(djv, candidates, int(hashes.size), seconds)
         mc = djv.cfg.matching
         if not results and mc.speed_search and hashes.size and seconds <= mc.speed_search_max_seconds:
             retry = recognize_samples(djv, decoder.decode(filename, self.Fs, limit=djv.limit), self.Fs,
