@@ -14,12 +14,13 @@ The ``Dejavu`` facade only wires the configuration to the pipeline stages in
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Iterator, Mapping
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 from dejavu.config import Config, load_config
 from dejavu.exceptions import ConfigError, DatabaseError, DecodeError, DejavuError
+
+if TYPE_CHECKING:  # numpy is imported by the pipeline stages, when they run
+    import numpy as np
 
 __version__ = "1.0.0"
 __all__ = ["Dejavu", "DejavuError", "ConfigError", "DatabaseError", "DecodeError", "__version__"]

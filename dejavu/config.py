@@ -96,8 +96,9 @@ class MatchingConfig:
 
     topn: int = 2                     # results returned at most
     min_aligned: int = 12             # aligned hash matches a result needs at least ...
-    margin_ratio: float = 2.0         # ... and at least margin_ratio × the next song's
-    min_margin: int = 2               # ... plus min_margin
+    margin_ratio: float = 1.8         # ... and at least margin_ratio × the chance level ...
+    min_margin: int = 3               # ... plus min_margin, where the chance level is
+    chance_songs: int = 5             # the mean score of this many next-best songs
     offset_tolerance: int = 1         # frames; offsets this close vote together
     speed_search: bool = True         # retry with stretch factors when nothing matches ...
     speed_factors: tuple[float, ...] = (0.97, 1.03, 0.98, 1.02, 0.96, 1.04)
@@ -112,6 +113,8 @@ class MatchingConfig:
             raise ConfigError("matching.min_margin must be an integer >= 0")
         if not isinstance(self.margin_ratio, (int, float)) or not 1.0 <= self.margin_ratio <= 10.0:
             raise ConfigError("matching.margin_ratio must be a number in 1..10")
+        if not isinstance(self.chance_songs, int) or not 1 <= self.chance_songs <= 100:
+            raise ConfigError("matching.chance_songs must be an integer in 1..100")
         if not isinstance(self.offset_tolerance, int) or not 0 <= self.offset_tolerance <= 10:
             raise ConfigError("matching.offset_tolerance must be an integer in 0..10")
         if not isinstance(self.speed_search, bool):

@@ -209,10 +209,49 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     samples = _finite(np.asarray(samples, dtype=np.float32))
     if from_rate == to_rate:
         return samples
-    from scipy.signal import resample_poly
+    return _resample_ratio(samples, Fraction(int(to_rate), int(from_rate)))
 
-    ratio = Fraction(int(to_rate), int(from_rate))
-    return resample_poly(samples, ratio.numerator, ratio.denominator).astype(np.float32)
+
+def _resample_ratio(x: np.ndarray, ratio: Fraction) -> np.ndarray:
+    """Band-limited resampling of float32 shape (n,) to shape (≈ n·ratio,).
+
+    Queries (up to ``_FOURIER_MAX`` samples) use the Fourier method: one FFT, the
+    spectrum cut or zero-padded, one inverse FFT; numpy only, so a query does not pay
+    the ~1 s import of scipy.signal.  Longer inputs use scipy's polyphase filter, whose
+    memory does not grow with an FFT of the whole signal.
+    """
+    if x.size > _FOURIER_MAX:
+        from scipy.signal import resample_poly
+
+        return resample_poly(x, ratio.numerator, ratio.denominator).astype(np.float32)
+    m = int(round(x.size * ratio))
+    if x.size == 0 or m == 0:
+        return np.zeros(m, dtype=np.float32)
+    # Zero-pad to q·s samples (s 5-smooth), so both transforms (q·s and p·s points) are fast.
+    q = ratio.denominator
+    padded = q * _smooth(-(-x.size // q))
+    spectrum = np.fft.rfft(x, padded)
+    out_size = padded // q * ratio.numerator
+    kept = np.zeros(out_size // 2 + 1, dtype=spectrum.dtype)
+    n = min(kept.size, spectrum.size)
+    kept[:n] = spectrum[:n]
+    return (np.fft.irfft(kept, out_size)[:m] * float(ratio)).astype(np.float32)
+
+
+def _smooth(n: int) -> int:
+    """The smallest integer ≥ n whose only prime factors are 2, 3 and 5."""
+    while True:
+        k = n
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return n
+        n += 1
+
+
+_FOURIER_MAX = 2 ** 23
+"""Longest input (samples, ~3 min at 44.1 kHz) resampled with one FFT."""
 
 
 def to_mono_float(data: np.ndarray) -> np.ndarray:
@@ -229,8 +268,4 @@ def to_mono_float(data: np.ndarray) -> np.ndarray:
 def stretch(samples: np.ndarray, factor: float) -> np.ndarray:
     """Undo a playback-speed change: audio played ``factor`` times too fast, shape (n,),
     becomes shape (≈ n·factor,) with pitch and tempo restored (at the same rate)."""
-    from scipy.signal import resample_poly
-
-    ratio = Fraction(factor).limit_denominator(100)
-    return resample_poly(np.asarray(samples, dtype=np.float32), ratio.numerator,
-                         ratio.denominator).astype(np.float32)
+    return _resample_ratio(np.asarray(samples, dtype=np.float32), Fraction(factor).limit_denominator(100))
