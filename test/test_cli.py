@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -86,3 +87,13 @@ def test_installed_console_script(tmp_path):
     assert exe, "the `dejavu` console script is not installed (pip install -e .)"
     out = subprocess.run([exe, "--help"], capture_output=True, cwd=tmp_path, timeout=60)
     assert out.returncode == 0 and b"--fingerprint" in out.stdout
+
+
+def test_help_imports_no_heavy_modules():
+    """`--help` must start fast: no numpy, scipy, tqdm, matplotlib or database drivers."""
+    code = ("import sys\nfrom dejavu.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = ('numpy', 'scipy', 'tqdm', 'matplotlib', 'sqlite3', 'psycopg2', 'MySQLdb')\n"
+            "print('LOADED', sorted(m for m in heavy if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "LOADED []" in out.stdout, out.stdout.splitlines()[-1]
