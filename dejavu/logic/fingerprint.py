@@ -12,9 +12,9 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from dejavu.config import FingerprintConfig
-from dejavu.logic.hashing import hash_pairs, pair_peaks
+from dejavu.logic.hashing import hash_pairs, pair_hasher, pair_peaks
 from dejavu.logic.peaks import find_peaks
-from dejavu.logic.spectrogram import n_frames, spectrogram
+from dejavu.logic.spectrogram import n_frames, power_spectrogram
 
 Hashes = tuple[np.ndarray, np.ndarray]  # (hashes int64 (m,), offsets int32 (m,))
 
@@ -45,6 +45,10 @@ class StreamFingerprinter:
         pps = cfg.query_peaks_per_second if query else cfg.peaks_per_second
         self._per_block = max(1, round(pps * self._block * cfg.hop_size / fs))
         self._fan = cfg.query_fan_value if query else cfg.fan_value
+        q = cfg.freq_quantization
+        n_freq = (self._bins[1] - 1) // q + 1                     # hashed bins are 0..n_freq-1
+        max_df = min(-(-cfg.max_hash_freq_delta // q), n_freq - 1)  # their largest |f2 - f1|
+        self._hasher = pair_hasher(n_freq, max_df, cfg.max_hash_time_delta)
         self._context = cfg.neighborhood_time
         self._samples = np.zeros(0, dtype=np.float32)
         self._samples_start = 0      # absolute frame whose first sample is _samples[0]
@@ -81,8 +85,8 @@ class StreamFingerprinter:
         first = max(self._samples_start, self._final - self._context)
         skip = (first - self._samples_start) * cfg.hop_size
         stop = None if last else (final + self._context - self._samples_start - 1) * cfg.hop_size + cfg.window_size
-        spec = spectrogram(self._samples[skip:stop], cfg.window_size, cfg.hop_size, self._bins)
-        frames, bins, _ = find_peaks(spec, cfg.neighborhood_time, cfg.neighborhood_freq, cfg.amp_min,
+        power = power_spectrogram(self._samples[skip:stop], cfg.window_size, cfg.hop_size, self._bins)
+        frames, bins, _ = find_peaks(power, cfg.neighborhood_time, cfg.neighborhood_freq, cfg.amp_min,
                                      self._block, self._per_block, frame_offset=first)
         keep = (frames >= self._final) & (frames < final)
         self._peak_frames = np.concatenate([self._peak_frames, frames[keep]])
@@ -96,16 +100,12 @@ class StreamFingerprinter:
     def _hash(self, limit: int | None) -> Hashes:
         """Hash the buffered anchors of frames < limit (all when limit is None)."""
         cfg = self.cfg
+        cut = self._peak_frames.size if limit is None else int(np.searchsorted(self._peak_frames, limit))
         anchors, targets = pair_peaks(self._peak_frames, self._peak_bins, self._fan,
                                       cfg.min_hash_time_delta, cfg.max_hash_time_delta,
-                                      cfg.max_hash_freq_delta)
-        if limit is not None:
-            keep = self._peak_frames[anchors] < limit
-            anchors, targets = anchors[keep], targets[keep]
-            cut = np.searchsorted(self._peak_frames, limit)
-        else:
-            cut = self._peak_frames.size
-        hashes = hash_pairs(self._peak_frames, self._peak_bins // cfg.freq_quantization, anchors, targets)
+                                      cfg.max_hash_freq_delta, n_anchors=cut)
+        hashes = hash_pairs(self._peak_frames, self._peak_bins // cfg.freq_quantization, anchors, targets,
+                            self._hasher)
         self._peak_frames, self._peak_bins = self._peak_frames[cut:], self._peak_bins[cut:]
         return hashes
 
