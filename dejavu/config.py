@@ -95,7 +95,8 @@ class MatchingConfig:
     """Parameters of offset alignment and the no-match decision."""
 
     topn: int = 2                     # results returned at most
-    min_aligned: int = 12             # aligned hash matches a result needs at least ...
+    min_aligned: int = 12             # aligned hash matches a result needs at least, and at
+    min_aligned_share: float = 0.005  # least this share of the query's hashes (long queries) ...
     margin_ratio: float = 1.8         # ... and at least margin_ratio × the chance level ...
     min_margin: int = 3               # ... plus min_margin, where the chance level is
     chance_songs: int = 5             # the mean score of this many next-best songs
@@ -113,6 +114,8 @@ class MatchingConfig:
             raise ConfigError("matching.min_margin must be an integer >= 0")
         if not isinstance(self.margin_ratio, (int, float)) or not 1.0 <= self.margin_ratio <= 10.0:
             raise ConfigError("matching.margin_ratio must be a number in 1..10")
+        if not isinstance(self.min_aligned_share, (int, float)) or not 0 <= self.min_aligned_share <= 1:
+            raise ConfigError("matching.min_aligned_share must be a number in 0..1")
         if not isinstance(self.chance_songs, int) or not 1 <= self.chance_songs <= 100:
             raise ConfigError("matching.chance_songs must be an integer in 1..100")
         if not isinstance(self.offset_tolerance, int) or not 0 <= self.offset_tolerance <= 10:

@@ -12,9 +12,10 @@ chance alignments between unrelated songs reach scores of 20+ for long queries, 
 then several songs reach similar scores.  The chance level of a candidate is the mean
 score of the ``chance_songs`` songs ranked after it (missing ones count 0); averaging
 several runner-ups estimates chance more steadily than the single next song.  A
-candidate is reported only if its score is at least ``min_aligned`` AND at least
-``margin_ratio`` × its chance level + ``min_margin``; so an unknown clip, whose best
-songs are all alike, returns nothing.
+candidate is reported only if its score is at least ``min_aligned`` and at least
+``min_aligned_share`` × the number of query hashes (long queries pile up larger chance
+scores), AND at least ``margin_ratio`` × its chance level + ``min_margin``; so an
+unknown clip, whose best songs are all alike, returns nothing.
 """
 from __future__ import annotations
 
@@ -113,13 +114,14 @@ def align(query_hashes: np.ndarray, query_offsets: np.ndarray, hit_hashes: np.nd
     # Index of the (first) best window per song.
     is_best = window == np.repeat(best, np.diff(np.r_[song_start, ukey.size]))
     first_best = np.maximum.reduceat(np.where(is_best, -np.arange(ukey.size), -ukey.size), song_start) * -1
+    floor = max(cfg.min_aligned, cfg.min_aligned_share * query_hashes.size)
     ranked = np.argsort(-best, kind="stable")[: cfg.topn + cfg.chance_songs]
     candidates = []
     for k, i in enumerate(ranked[: cfg.topn]):
         score = int(best[i])
         runner_up = int(best[ranked[k + 1]]) if k + 1 < ranked.size else 0
         chance = best[ranked[k + 1: k + 1 + cfg.chance_songs]].sum() / cfg.chance_songs
-        if score < cfg.min_aligned or score < cfg.margin_ratio * chance + cfg.min_margin:
+        if score < floor or score < cfg.margin_ratio * chance + cfg.min_margin:
             break  # this one and every weaker one are not convincing
         offset = int((ukey[first_best[i]] & 0xFFFFFFFF) - (1 << 31))
         candidates.append(Candidate(int(usong[song_start[i]]), offset, score, int(hits[i]), score - runner_up))
