@@ -15,7 +15,7 @@ Rules of the form ``score ≥ min_aligned and score ≥ margin_ratio × chance +
 are searched on the even-numbered songs (at most 0.2 % false positives); ``chance`` is
 either the next song's score or the mean of the next ``chance_songs`` scores.  The best
 rule of each kind and the configured default are then reported on the odd-numbered songs.
-``min_aligned_share`` is left out: at 0.005 it only binds beyond about 5 s of query.
+``min_aligned_share`` is left out: at 0.004 it only binds beyond about 5 s of query.
 """
 from __future__ import annotations
 
