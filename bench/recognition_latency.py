@@ -1,21 +1,34 @@
-"""Recognition latency, warm and in-process, p50/p95 per clip length and database size.
+"""Recognition latency, warm and in-process: p50/p95 per database size and clip length.
 
-    python bench/recognition_latency.py [AUDIO_DIR] [--songs 100 1000] [--queries 20]
+    python bench/recognition_latency.py [AUDIO_DIR] [--songs 100 1000 100000] [--queries 20]
+        [--lengths 1 2 5 10] [--workdir DIR] [--keep] [--max-rows N]
 
-Fingerprints the real songs of AUDIO_DIR into a fresh SQLite database, then pads it
-up to each size with synthetic songs whose rows are realistic: hashes drawn from the
-real songs' hashes (so common hashes stay common) at random offsets, 58 rows per
-audio second of a 200 s song.  Clips of real songs are then recognized; the time is
-`total_time` (fingerprint + lookup + align; decoding excluded, as in the original).
+The real songs of AUDIO_DIR are fingerprinted once (WORKDIR/real.db).  Each size is
+its own SQLite database (WORKDIR/songs-N.db, the product's schema): the real songs
+plus synthetic songs of --song-seconds each, with as many rows per audio second as
+the real songs have.  A synthetic row's hash is drawn from the real rows' hashes
+(each distinct hash as often as it occurs there, so common hashes stay common), its
+song and offset uniformly.  The rows are generated in key order, a hash range at a
+time, and appended to the empty table, so SQLite writes its B-tree sequentially.
+
+Clips of real songs (the same clips for every size) are then recognized, after one
+warm-up query per cell; the time is `total_time` (fingerprint + lookup + align;
+decoding excluded, as in the original), "lookup" its `query_time`, "rows" the stored
+rows the lookup returned.  --keep keeps WORKDIR (default: a temporary directory) and
+reuses the databases already built there.
 """
 from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import os
+import shutil
+import sqlite3
 import sys
 import tempfile
 import time
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -24,18 +37,151 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from _machine import machine  # noqa: E402
 
 from dejavu import Dejavu  # noqa: E402
+from dejavu.database.sqlite import SQLiteDatabase  # noqa: E402
 from dejavu.logic.decoder import decode  # noqa: E402
 
+SAMPLE_RATE = 11025
+#: Rows generated (and sorted) at a time while building a database.
+CHUNK_ROWS = 1 << 24
+#: Rows per INSERT statement while building.
+ROWS_PER_INSERT = 100
+Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # hash, song_id, offset (int64)
 
-def pad_with_synthetic_songs(djv: Dejavu, target: int, pool: np.ndarray, rng: np.random.Generator) -> None:
-    """Add synthetic songs until the store holds ``target`` songs."""
-    have = djv.db.get_num_songs()
-    frames = int(200 / djv.cfg.fingerprint.frame_seconds)
-    rows = int(200 * 58)
-    for i in range(have, target):
-        hashes = rng.choice(pool, size=rows)
-        offsets = rng.integers(0, frames, size=rows, dtype=np.int32)
-        djv.db.store_song(f"synthetic {i}", f"{rng.integers(0, 2**63):040x}", hashes, offsets, 200.0)
+
+def real_database(workdir: str, files: list[str], keep: bool) -> str:
+    """WORKDIR/real.db holding every file of ``files`` (with ``keep``, files already there are not redone)."""
+    path = os.path.join(workdir, "real.db")
+    if not keep and os.path.exists(path):
+        os.remove(path)
+    djv = Dejavu({"database_type": "sqlite", "database": {"path": path}})
+    djv.fingerprint_files(files, None)
+    djv.close()
+    return path
+
+
+def synthetic_rows(real: np.ndarray, n_rows: int, song_ids: tuple[int, int], frames: int,
+                   rng: np.random.Generator) -> Iterator[Rows]:
+    """The real rows plus ``n_rows`` synthetic ones, in (hash, song_id, offset) order.
+
+    ``real``: shape (n, 3), sorted by hash.  Synthetic rows take song ids in the
+    inclusive range ``song_ids`` and offsets in ``[0, frames)``; each distinct real
+    hash gets a multinomial share of ``n_rows`` proportional to its real count.
+    Duplicate keys are dropped.  Yields about CHUNK_ROWS rows at a time.
+    """
+    hashes, first, real_count = np.unique(real[:, 0], return_index=True, return_counts=True)
+    synth_count = rng.multinomial(n_rows, real_count / real_count.sum())
+    ends = np.cumsum(synth_count + real_count)
+    off_bits = int(max(frames, real[:, 2].max() + 1)).bit_length()
+    song_bits = int(max(song_ids[1], real[:, 1].max())).bit_length()
+    rank_shift = song_bits + off_bits
+    assert hashes.size.bit_length() + rank_shift <= 63, "keys do not fit in 63 bits"
+    i = 0
+    while i < hashes.size:
+        done = ends[i - 1] if i else 0
+        j = min(hashes.size, max(i + 1, int(np.searchsorted(ends, done + CHUNK_ROWS, side="right"))))
+        n_synth = int(synth_count[i:j].sum())
+        rank = np.repeat(np.arange(j - i, dtype=np.int64), synth_count[i:j])
+        song = rng.integers(song_ids[0], song_ids[1] + 1, n_synth, dtype=np.int64)
+        offset = rng.integers(0, frames, n_synth, dtype=np.int64)
+        mine = real[first[i]:first[j] if j < hashes.size else len(real)]
+        real_rank = np.repeat(np.arange(j - i, dtype=np.int64), real_count[i:j])
+        keys = np.concatenate([(rank << rank_shift) | (song << off_bits) | offset,
+                               (real_rank << rank_shift) | (mine[:, 1] << off_bits) | mine[:, 2]])
+        keys.sort()
+        keys = keys[np.r_[True, keys[1:] != keys[:-1]]]
+        yield (hashes[i + (keys >> rank_shift)], (keys >> off_bits) & ((1 << song_bits) - 1),
+               keys & ((1 << off_bits) - 1))
+        i = j
+
+
+def insert_rows(con: sqlite3.Connection, rows: Rows) -> None:
+    """Append rows (already in key order) to ``fingerprints`` with multi-row INSERTs."""
+    table = np.stack(rows, axis=1)
+    head = 'INSERT INTO fingerprints (hash, song_id, "offset") VALUES '
+    many = head + ", ".join(["(?, ?, ?)"] * ROWS_PER_INSERT)
+    batch = ROWS_PER_INSERT * 10_000
+    full = len(table) // ROWS_PER_INSERT * ROWS_PER_INSERT
+    for start in range(0, full, batch):
+        con.executemany(many, table[start:min(start + batch, full)].reshape(-1, 3 * ROWS_PER_INSERT).tolist())
+    con.executemany(head + "(?, ?, ?)", table[full:].tolist())
+
+
+def build_database(path: str, real_path: str, n_songs: int, song_seconds: float, frame_seconds: float,
+                   rng: np.random.Generator) -> None:
+    """Write ``path``: the real songs of ``real_path`` padded with synthetic songs to ``n_songs``."""
+    part = path + ".part"
+    if os.path.exists(part):
+        os.remove(part)
+    store = SQLiteDatabase(part)
+    store.setup()
+    store.close()
+    con = sqlite3.connect(part, isolation_level=None)
+    for pragma in ("journal_mode = OFF", "synchronous = OFF", "locking_mode = EXCLUSIVE", "cache_size = -262144"):
+        con.execute(f"PRAGMA {pragma}")
+    con.execute("ATTACH ? AS real", (real_path,))
+    con.execute("BEGIN")
+    con.execute("INSERT INTO songs SELECT * FROM real.songs")
+    real = np.array(con.execute('SELECT hash, song_id, "offset" FROM real.fingerprints ORDER BY hash').fetchall(),
+                    dtype=np.int64).reshape(-1, 3)
+    (n_real, max_id, rows_per_second), = con.execute(
+        "SELECT COUNT(*), MAX(song_id), SUM(total_hashes) / SUM(duration) FROM real.songs")
+    first_id, last_id = max_id + 1, max_id + n_songs - n_real
+    n_synth = round((last_id - first_id + 1) * rows_per_second * song_seconds)
+    per_song = np.zeros(last_id + 1, dtype=np.int64)
+    for rows in synthetic_rows(real, n_synth, (first_id, last_id), int(song_seconds / frame_seconds), rng):
+        insert_rows(con, rows)
+        per_song += np.bincount(rows[1], minlength=last_id + 1)
+    con.executemany("INSERT INTO songs (song_id, song_name, fingerprinted, file_sha1, total_hashes, duration) "
+                    "VALUES (?, ?, 1, ?, ?, ?)",
+                    ((i, f"synthetic {i}", hashlib.sha1(b"synthetic %d" % i).digest(), int(per_song[i]),
+                      song_seconds) for i in range(first_id, last_id + 1)))
+    con.execute("COMMIT")
+    con.execute("PRAGMA journal_mode = WAL")
+    con.close()
+    os.replace(part, path)
+
+
+def sized_database(workdir: str, real_path: str, n_songs: int, args: argparse.Namespace,
+                   frame_seconds: float, rng: np.random.Generator) -> str:
+    """WORKDIR/songs-N.db, built unless --keep finds it already there."""
+    path = os.path.join(workdir, f"songs-{n_songs}.db")
+    if args.keep and os.path.exists(path):
+        print(f"reusing {path}")
+        return path
+    start = time.perf_counter()
+    build_database(path, real_path, n_songs, args.song_seconds, frame_seconds, rng)
+    with sqlite3.connect(path) as con:
+        (rows,), = con.execute("SELECT SUM(total_hashes) FROM songs")
+    print(f"built {path}: {n_songs} songs, {rows:,} rows, {os.path.getsize(path) / 2**30:.1f} GiB "
+          f"in {time.perf_counter() - start:.0f} s")
+    return path
+
+
+def counting(lookup: Callable[[np.ndarray], Rows], rows: list[int]) -> Callable[[np.ndarray], Rows]:
+    """``lookup`` that also appends, per call, how many rows it returned to ``rows``."""
+    def wrapper(hashes: np.ndarray) -> Rows:
+        found = lookup(hashes)
+        rows.append(int(found[0].size))
+        return found
+    return wrapper
+
+
+def measure(djv: Dejavu, clips: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
+    """Recognize each clip once (after one untimed warm-up query): timings, rows, correct answers."""
+    looked_up: list[int] = []
+    djv.db.return_matches = counting(djv.db.return_matches, looked_up)  # type: ignore[method-assign]
+    djv.recognize_samples(clips[-1][1], SAMPLE_RATE)
+    times, lookups, rows, correct = [], [], [], 0
+    for name, clip in clips:
+        looked_up.clear()
+        start = time.perf_counter()
+        result = djv.recognize_samples(clip, SAMPLE_RATE)
+        times.append(time.perf_counter() - start)
+        lookups.append(result["query_time"])
+        rows.append(sum(looked_up))
+        correct += bool(result["results"]) and result["results"][0]["song_name"] == name
+    return {"p50": np.percentile(times, 50) * 1e3, "p95": np.percentile(times, 95) * 1e3,
+            "lookup": np.percentile(lookups, 50) * 1e3, "rows": np.percentile(rows, 50), "correct": correct}
 
 
 def main() -> None:
@@ -44,33 +190,62 @@ def main() -> None:
     parser.add_argument("--songs", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--lengths", type=float, nargs="+", default=[1, 2, 5, 10])
+    parser.add_argument("--song-seconds", type=float, default=200.0, help="length of a synthetic song")
+    parser.add_argument("--workdir", help="where the databases go (default: a temporary directory)")
+    parser.add_argument("--keep", action="store_true", help="keep WORKDIR and reuse databases built there")
+    parser.add_argument("--max-rows-per-hash", type=lambda v: int(v) or None, nargs="+", default=[None],
+                        help="the database option of that name (0: none), a table row per value")
     args = parser.parse_args()
     files = sorted(glob.glob(os.path.join(args.audio_dir, "*.mp3")))
+    if min(args.songs) < len(files):
+        parser.error(f"every --songs size must hold the {len(files)} real songs")
+    workdir = args.workdir or tempfile.mkdtemp(prefix="dejavu-latency-")
+    os.makedirs(workdir, exist_ok=True)
+    built: list[str] = []
+    try:
+        run(args, files, workdir, built)
+    finally:
+        if not args.keep:
+            for path in built:
+                os.remove(path)
+            if not args.workdir:
+                shutil.rmtree(workdir)
+    if args.keep:
+        print(f"databases kept in {workdir}")
+
+
+def run(args: argparse.Namespace, files: list[str], workdir: str, built: list[str]) -> None:
+    """Build (or reuse) the databases, appending the paths built to ``built``; print the latency table."""
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}")
+    real_path = real_database(workdir, files, args.keep)
+    built.append(real_path)
+    djv = Dejavu({"database_type": "sqlite", "database": {"path": real_path}})
+    frame_seconds = djv.cfg.fingerprint.frame_seconds
+    stats = djv.db.stats()
+    djv.close()
+    print(f"real songs: {stats['songs']}, {stats['fingerprints'] / stats['audio_seconds']:.1f} rows per audio second")
     rng = np.random.default_rng(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        djv = Dejavu({"database_type": "sqlite", "database": {"path": os.path.join(tmp, "bench.db")}})
-        djv.fingerprint_files(files, None)
-        pool = np.array([r[0] for r in djv.db.query()], dtype=np.int64)
-        sr = 11025
-        songs = [(f, decode(f, sr)) for f in files[: max(5, args.queries)]]
-        print(f"machine: {machine()}")
-        print(f"real songs: {len(files)}; clips from {len(songs)} of them; {args.queries} queries per cell")
-        print("songs   | clip | p50 ms | p95 ms | correct")
-        for target in sorted(args.songs):
-            pad_with_synthetic_songs(djv, target, pool, rng)
+    songs = [(os.path.splitext(os.path.basename(f))[0], decode(f, SAMPLE_RATE)) for f in files[:args.queries]]
+    clips = {length: [(name, x[start:start + int(length * SAMPLE_RATE)]) for name, x in songs
+                      for start in [int(rng.uniform(5, x.size / SAMPLE_RATE - length - 5) * SAMPLE_RATE)]]
+             for length in args.lengths}
+    rows = []
+    for n_songs in sorted(args.songs):
+        path = sized_database(workdir, real_path, n_songs, args, frame_seconds, rng)
+        built.append(path)
+        for cap in args.max_rows_per_hash:
+            database = {"path": path} | ({"max_rows_per_hash": cap} if cap else {})
+            djv = Dejavu({"database_type": "sqlite", "database": database})
             for length in args.lengths:
-                times, correct = [], 0
-                for q in range(args.queries):
-                    path, x = songs[q % len(songs)]
-                    start = int(rng.uniform(5, x.size / sr - length - 5) * sr)
-                    clip = x[start:start + int(length * sr)]
-                    djv.recognize_samples(clip, sr) if q == 0 else None  # warm
-                    t = time.perf_counter()
-                    r = djv.recognize_samples(clip, sr)
-                    times.append(time.perf_counter() - t)
-                    correct += bool(r["results"]) and r["results"][0]["song_name"] == os.path.splitext(os.path.basename(path))[0]
-                p50, p95 = np.percentile(times, [50, 95]) * 1000
-                print(f"{djv.db.get_num_songs():7d} | {length:4.0f} | {p50:6.1f} | {p95:6.1f} | {correct}/{args.queries}")
+                rows.append((n_songs, cap, length, measure(djv, clips[length])))
+                print(f"  {n_songs} songs, max_rows_per_hash {cap}, {length:g} s clips: done "
+                      f"(load average {os.getloadavg()[0]:.2f})")
+            djv.close()
+    print(f"{len(songs)} queries per cell (clips of {len(songs)} real songs)")
+    print("  songs | max rows/hash | clip s | p50 ms | p95 ms | lookup p50 ms | rows p50 | correct")
+    for n_songs, cap, length, m in rows:
+        print(f"{n_songs:7d} | {str(cap or '-'):>13} | {length:6g} | {m['p50']:6.1f} | {m['p95']:6.1f} | "
+              f"{m['lookup']:13.1f} | {m['rows']:8.0f} | {m['correct']}/{len(songs)}")
 
 
 if __name__ == "__main__":

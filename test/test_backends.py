@@ -19,7 +19,7 @@ import pytest
 
 from dejavu import Dejavu
 from dejavu.database import BaseDatabase, connect
-from dejavu.exceptions import DatabaseError
+from dejavu.exceptions import ConfigError, DatabaseError
 from dejavu.logic.recognizer.file_recognizer import FileRecognizer
 from servers import Server, mariadb_available, postgres_available, start_mariadb, start_postgres
 
@@ -166,6 +166,28 @@ def test_duplicate_found_only_at_commit_is_still_a_duplicate(postgres_server: Se
     assert [s["song_id"] for s in store.get_songs()] == [first] and store.get_num_fingerprints() == 99
     store.empty()
     store.close()
+
+
+def test_lookup_returns_rows_by_hash_and_skips_hashes_stored_more_than_the_cap(
+        config: dict[str, Any], db: BaseDatabase) -> None:
+    common, rare = np.int64(-7), np.int64(42)
+    ids = []
+    for song in range(3):  # ``common`` three times per song, ``rare`` once in the first song
+        hashes, offsets = fake_song(20 + song, 300)
+        hashes[-4:-1], offsets[-4:-1] = common, [7, -5, 2 ** 31 - 1]
+        if song == 0:
+            hashes[-1], offsets[-1] = rare, 11
+        ids.append(db.store_song(f"song {song}", sha1_of(20 + song), hashes, offsets, 1.0))
+    query = np.array([rare, common, rare, 99], dtype=np.int64)
+    everything = {(int(common), i, o) for i in ids for o in (7, -5, 2 ** 31 - 1)} | {(int(rare), ids[0], 11)}
+    assert db.return_matches(query)[0].tolist() == [common] * 9 + [rare]
+    for cap, expected in [(None, everything), (8, {(int(rare), ids[0], 11)}), (9, everything)]:
+        capped = connect(config["database_type"], {**config["database"], "max_rows_per_hash": cap})
+        assert stored_rows(capped, query) == expected
+        capped.close()
+    for bad in (0, -1, 2.5, True, "10"):
+        with pytest.raises(ConfigError, match="max_rows_per_hash"):
+            connect(config["database_type"], {**config["database"], "max_rows_per_hash": bad})
 
 
 NAMES = ["it's \"quoted\"", "semi; colon; DROP TABLE songs; --", "Ünïcødé – 日本語 🎵",

@@ -405,10 +405,16 @@ def test_postgres_down_then_restarted_mid_ingest(pg_server, songs, expected, tmp
         pg_server.start()
     proc = spawn(config, "--fingerprint", str(songs), "wav", "--nprocs", "1", "--no-progress",
                  stderr=subprocess.PIPE)
+    # Restart the server once the ingest holds its connection (and has had 0.3 s to read
+    # the stored SHA1s), before it stores: songs are stored in batches, so waiting for
+    # the first stored song could be too late.
     db = open_store(config)
     deadline = time.monotonic() + 60
-    while db.get_num_songs() == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    others = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    while db._fetch(others)[0][0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert db.get_num_songs() == 0, "the ingest stored before the restart; the test proves nothing"
     db.close()
     pg_server.restart()
     err = proc.communicate(timeout=120)[1].decode()

@@ -35,6 +35,7 @@ class MySQLDatabase(ServerDatabase):
     max_params = 6000
     default_port = 3306
     driver_errors = (MySQLdb.Error,)
+    hash_table = "JSON_TABLE(?, '$[*]' COLUMNS (value BIGINT PATH '$')) AS q"  # MySQL 8.0.4+, MariaDB 10.6+
     schema = (
         """CREATE TABLE IF NOT EXISTS songs (
             song_id INT NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -92,7 +93,7 @@ class MySQLDatabase(ServerDatabase):
 
     def _bulk_insert(self, cur: Any, rows: np.ndarray) -> None:
         """Multi-row INSERTs in primary-key order, so InnoDB appends instead of splitting pages."""
-        super()._bulk_insert(cur, rows[np.lexsort((rows[:, 0], rows[:, 2]))])
+        super()._bulk_insert(cur, rows[np.lexsort((rows[:, 0], rows[:, 2], rows[:, 1]))])
 
     def size_bytes(self) -> int | None:
         with self.cursor() as cur:

@@ -40,6 +40,7 @@ class PostgreSQLDatabase(ServerDatabase):
     max_params = 30000
     default_port = 5432
     driver_errors = (psycopg2.Error,)
+    hash_table = "unnest(?::bigint[]) AS q(value)"
 
     schema = (
         # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog: one at a time.
@@ -98,18 +99,17 @@ class PostgreSQLDatabase(ServerDatabase):
 
     def _begin(self, cur: Any) -> None:
         # Writes find rows by song_id only, where an index always beats reading the table,
-        # but without fresh statistics the planner may not know it (see _select_hits).
+        # but without fresh statistics the planner may not know it (see _before_lookup).
         cur.execute(_NO_SEQSCAN)
 
-    def _select_hits(self, cur: Any, hashes: list[int]) -> list[tuple]:
-        """All hits in one round trip: ``hash = ANY(array)`` walks the hash index once per hash.
+    def _hash_list(self, hashes: list[int]) -> Any:
+        return hashes  # psycopg2 sends a list as an ARRAY
 
-        Until autovacuum has analyzed a freshly loaded table the planner guesses that
-        a long array matches every row and scans the table; the index is never worse.
-        """
-        cur.execute(_NO_SEQSCAN + '; SELECT hash, song_id, "offset" FROM fingerprints '
-                    'WHERE hash = ANY(%s::bigint[])', (hashes,))
-        return cur.fetchall()
+    def _before_lookup(self, cur: Any) -> None:
+        """Lookups walk the hash index once per query hash.  Until autovacuum has analyzed
+        a freshly loaded table the planner guesses that a long array matches every row
+        and scans the table; the index is never worse."""
+        cur.execute(_NO_SEQSCAN)
 
     def size_bytes(self) -> int | None:
         (size,), = self._fetch("SELECT pg_total_relation_size('songs'::regclass) "
