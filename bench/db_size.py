@@ -78,16 +78,16 @@ def backends(names: list[str], workdir: Path) -> Iterator[tuple[str, dict[str, A
 
 
 class _StoreTimer:
-    """Wraps a store's store_song to add up the seconds spent in it."""
+    """Wraps a store's store_songs to add up the seconds spent in it."""
 
-    def __init__(self, store_song: Callable[..., Any]) -> None:
-        self._store_song = store_song
+    def __init__(self, store_songs: Callable[..., Any]) -> None:
+        self._store_songs = store_songs
         self.seconds = 0.0
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         try:
-            return self._store_song(*args, **kwargs)
+            return self._store_songs(*args, **kwargs)
         finally:
             self.seconds += time.perf_counter() - start
 
@@ -111,8 +111,8 @@ def measure(name: str, config: dict[str, Any], folder: Path, extensions: list[st
         with djv.db.cursor() as cur:
             cur.execute(VERSION_SQL[name])
             version = str(cur.fetchone()[0])
-        timer = _StoreTimer(djv.db.store_song)
-        djv.db.store_song = timer  # type: ignore[method-assign]
+        timer = _StoreTimer(djv.db.store_songs)
+        djv.db.store_songs = timer  # type: ignore[method-assign]
         start = time.perf_counter()
         report = djv.fingerprint_directory(str(folder), extensions, nprocs)
         wall = time.perf_counter() - start

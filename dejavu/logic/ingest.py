@@ -215,7 +215,7 @@ def ingest(db: BaseDatabase, cfg: Config, tasks: list[tuple[str, str | None]],
                 pool.terminate()
                 pool.join()
             if pending:  # finished files are kept, also when the batch stops early (Ctrl-C)
-                log.info("storing the %d file(s) already fingerprinted", len(pending))
+                log.debug("storing the last %d file(s)", len(pending))
                 _done(report, store_retrying(db, pending), bar)
     finally:
         if bar is not None:
