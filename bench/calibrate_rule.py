@@ -36,7 +36,7 @@ from dejavu import Dejavu  # noqa: E402
 from dejavu.evaluation import degrade  # noqa: E402
 from dejavu.logic import decoder  # noqa: E402
 from dejavu.logic.fingerprint import fingerprint  # noqa: E402
-from dejavu.logic.matching import _vote_counts  # noqa: E402
+from dejavu.logic.matching import song_scores  # noqa: E402
 
 CONDITIONS = ("clean", "mic", "pink0", "sr16000")
 LENGTHS = (1, 2, 5)
@@ -44,23 +44,12 @@ KEEP = 12  # best songs kept per query
 RELATED = ("MarineBacktheAttack:MarineUrbanWarfare", "transience:van_geoscape", "van_mission:van_theme")
 
 
-def song_scores(djv: Dejavu, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def best_songs(djv: Dejavu, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(song ids, best-window scores) of the ``KEEP`` best songs for float audio at 11025 Hz."""
     h, o = fingerprint(x, djv.cfg.fingerprint, query=True)
-    hh, hs, ho = djv.db.return_matches(h)
-    keys, votes = _vote_counts(h, o, hh, hs, ho)
-    if keys.size == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    window = votes.copy()
-    for sign in (-1, 1):  # ±1 frame, as matching.offset_tolerance
-        pos = np.searchsorted(keys, keys + sign)
-        at = np.minimum(pos, keys.size - 1)
-        window += np.where((pos < keys.size) & (keys[at] == keys + sign), votes[at], 0)
-    songs = keys >> 32
-    starts = np.r_[0, np.flatnonzero(np.diff(songs)) + 1]
-    best = np.maximum.reduceat(window, starts)
+    songs, best, _, _ = song_scores(h, o, *djv.db.return_matches(h), djv.cfg.matching.offset_tolerance)
     order = np.argsort(-best, kind="stable")[:KEEP]
-    return songs[starts][order], best[order]
+    return songs[order], best[order]
 
 
 def collect(files: list[str], workdir: str, clips: int) -> tuple[list[dict], dict[int, str]]:
@@ -81,7 +70,7 @@ def collect(files: list[str], workdir: str, clips: int) -> tuple[list[dict], dic
             clip = x[int(start * sr): int((start + length) * sr)]
             for cond in CONDITIONS:
                 y, rate = degrade.CONDITIONS[cond](clip, sr, np.random.default_rng(int(start * 1000)))
-                songs, best = song_scores(djv, decoder.resample(y, rate, 11025))
+                songs, best = best_songs(djv, decoder.resample(y, rate, 11025))
                 queries.append(dict(song=truth, length=length, cond=cond, songs=songs, best=best))
         print(f"{len(queries)} queries ({os.path.basename(path)})", file=sys.stderr)
     pickle.dump(queries, open(cache, "wb"))

@@ -81,6 +81,39 @@ def _merge(keys: list[np.ndarray], votes: list[np.ndarray]) -> tuple[np.ndarray,
     return uk, np.bincount(inv.reshape(-1), weights=np.concatenate(votes), minlength=uk.size).astype(np.int64)
 
 
+def song_scores(query_hashes: np.ndarray, query_offsets: np.ndarray, hit_hashes: np.ndarray,
+                hit_song_ids: np.ndarray, hit_offsets: np.ndarray,
+                tolerance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per song with hits, ascending by id: (song ids, best score, hits, offset of the best).
+
+    The score of an offset Δ is the votes within ±``tolerance`` frames of it; a song's
+    best is its highest score (the first, lowest Δ, on ties); hits count all its votes.
+    Shapes (s,), int64; offsets in frames (t_db − t_q).
+    """
+    empty = np.zeros(0, dtype=np.int64)
+    if hit_hashes.size == 0 or query_hashes.size == 0:
+        return empty, empty, empty, empty
+    ukey, votes = _vote_counts(query_hashes, query_offsets, hit_hashes, hit_song_ids, hit_offsets)
+    if ukey.size == 0:
+        return empty, empty, empty, empty
+    window = votes.copy()
+    for shift in range(1, tolerance + 1):
+        for sign in (-1, 1):
+            pos = np.searchsorted(ukey, ukey + sign * shift)
+            pos_c = np.minimum(pos, ukey.size - 1)
+            found = (pos < ukey.size) & (ukey[pos_c] == ukey + sign * shift)
+            window += np.where(found, votes[pos_c], 0)
+    usong = ukey >> 32
+    song_start = np.r_[0, np.flatnonzero(np.diff(usong)) + 1]
+    best = np.maximum.reduceat(window, song_start)
+    hits = np.add.reduceat(votes, song_start)
+    # Index of the (first) best window per song.
+    is_best = window == np.repeat(best, np.diff(np.r_[song_start, ukey.size]))
+    first_best = np.maximum.reduceat(np.where(is_best, -np.arange(ukey.size), -ukey.size), song_start) * -1
+    offsets = (ukey[first_best] & 0xFFFFFFFF) - (1 << 31)
+    return usong[song_start], best, hits, offsets
+
+
 def align(query_hashes: np.ndarray, query_offsets: np.ndarray, hit_hashes: np.ndarray,
           hit_song_ids: np.ndarray, hit_offsets: np.ndarray, cfg: MatchingConfig) -> list[Candidate]:
     """Align stored hits with the query and return the convincing candidates, best first.
@@ -94,26 +127,8 @@ def align(query_hashes: np.ndarray, query_offsets: np.ndarray, hit_hashes: np.nd
 
     Returns at most ``cfg.topn`` candidates that pass the no-match decision.
     """
-    if hit_hashes.size == 0 or query_hashes.size == 0:
-        return []
-    ukey, votes = _vote_counts(query_hashes, query_offsets, hit_hashes, hit_song_ids, hit_offsets)
-    if ukey.size == 0:
-        return []
-    tol = cfg.offset_tolerance
-    window = votes.copy()
-    for shift in range(1, tol + 1):
-        for sign in (-1, 1):
-            pos = np.searchsorted(ukey, ukey + sign * shift)
-            pos_c = np.minimum(pos, ukey.size - 1)
-            found = (pos < ukey.size) & (ukey[pos_c] == ukey + sign * shift)
-            window += np.where(found, votes[pos_c], 0)
-    usong = ukey >> 32
-    song_start = np.r_[0, np.flatnonzero(np.diff(usong)) + 1]
-    best = np.maximum.reduceat(window, song_start)
-    hits = np.add.reduceat(votes, song_start)
-    # Index of the (first) best window per song.
-    is_best = window == np.repeat(best, np.diff(np.r_[song_start, ukey.size]))
-    first_best = np.maximum.reduceat(np.where(is_best, -np.arange(ukey.size), -ukey.size), song_start) * -1
+    songs, best, hits, offsets = song_scores(query_hashes, query_offsets, hit_hashes, hit_song_ids,
+                                             hit_offsets, cfg.offset_tolerance)
     floor = max(cfg.min_aligned, cfg.min_aligned_share * query_hashes.size)
     ranked = np.argsort(-best, kind="stable")[: cfg.topn + cfg.chance_songs]
     candidates = []
@@ -123,6 +138,5 @@ def align(query_hashes: np.ndarray, query_offsets: np.ndarray, hit_hashes: np.nd
         chance = best[ranked[k + 1: k + 1 + cfg.chance_songs]].sum() / cfg.chance_songs
         if score < floor or score < cfg.margin_ratio * chance + cfg.min_margin:
             break  # this one and every weaker one are not convincing
-        offset = int((ukey[first_best[i]] & 0xFFFFFFFF) - (1 << 31))
-        candidates.append(Candidate(int(usong[song_start[i]]), offset, score, int(hits[i]), score - runner_up))
+        candidates.append(Candidate(int(songs[i]), int(offsets[i]), score, int(hits[i]), score - runner_up))
     return candidates
