@@ -137,18 +137,13 @@ BATCH_ROWS = 500_000
 BATCH_SECONDS = 2.0
 
 
-def store_retrying(db: BaseDatabase, outcomes: list[FileOutcome]) -> list[FileOutcome]:
-    """:func:`store`, tried again while the database is unavailable (see :func:`retrying`).
-
-    Safe because a failed transaction stored nothing; if the lost one had in fact
-    committed, the retry finds the file SHA1s and reports those songs as skipped.
-    """
-    return retrying(store, db, outcomes)
-
-
 def retrying(action: Callable[..., T], *args: Any) -> T:
     """``action(*args)``, tried again after each of RECONNECT_DELAYS while it raises
-    DatabaseUnavailableError (a lost connection, a server restarting); then it raises."""
+    DatabaseUnavailableError (a lost connection, a server restarting); then it raises.
+
+    Safe for :func:`store`: a failed transaction stored nothing, and if the lost one had
+    in fact committed, the retry finds the file SHA1s and reports those songs as skipped.
+    """
     for delay in RECONNECT_DELAYS:
         try:
             return action(*args)
@@ -197,6 +192,7 @@ def ingest(db: BaseDatabase, cfg: Config, tasks: list[tuple[str, str | None]],
                 nprocesses, initializer=_init_pool_worker, initargs=(known, os.getpid()))
             results = pool.imap_unordered(_work, work)
         pending: list[FileOutcome] = []
+        pending_rows = 0
         try:
             oldest = time.monotonic()
             for outcome in results:
@@ -206,17 +202,17 @@ def ingest(db: BaseDatabase, cfg: Config, tasks: list[tuple[str, str | None]],
                 if not pending:
                     oldest = time.monotonic()
                 pending.append(outcome)
-                if (sum(o.hashes.size for o in pending) >= BATCH_ROWS
-                        or time.monotonic() - oldest >= BATCH_SECONDS):
-                    batch, pending = pending, []
-                    _done(report, store_retrying(db, batch), bar)
+                pending_rows += outcome.hashes.size
+                if pending_rows >= BATCH_ROWS or time.monotonic() - oldest >= BATCH_SECONDS:
+                    batch, pending, pending_rows = pending, [], 0
+                    _done(report, retrying(store, db, batch), bar)
         finally:
             if pool is not None:
                 pool.terminate()
                 pool.join()
             if pending:  # finished files are kept, also when the batch stops early (Ctrl-C)
                 log.debug("storing the last %d file(s)", len(pending))
-                _done(report, store_retrying(db, pending), bar)
+                _done(report, retrying(store, db, pending), bar)
     finally:
         if bar is not None:
             bar.close()
