@@ -246,7 +246,9 @@ def test_sigkill_during_ingest_never_leaves_a_partial_song(backend, songs, expec
     log.info("%s: 10 kills and 2 interrupts in %d runs, %.1f s (a full run %.1f s); songs stored "
              "after each: %s; children outlived the signal by %.2f s at most", backend, len(stages),
              time.monotonic() - began, full_run, stages, lingered)
-    assert len(set(stages)) > 2, f"the signals did not land at different stages: {stages}"
+    # Songs are committed in batches (ingest.BATCH_SECONDS), so a short run stores its
+    # songs in one or two transactions: kills before and after a commit are the stages.
+    assert len(set(stages)) >= 2, f"the signals did not land at different stages: {stages}"
     out = dejavu(config, *args)
     assert out.returncode == 0, clean(out)
     assert store_state(config) == expected
