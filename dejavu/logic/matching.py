@@ -39,46 +39,70 @@ class Candidate:
 
 def _vote_counts(query_hashes: np.ndarray, query_offsets: np.ndarray, hit_hashes: np.ndarray,
                  hit_song_ids: np.ndarray, hit_offsets: np.ndarray,
-                 max_pairs: int = 500_000) -> tuple[np.ndarray, np.ndarray]:
+                 max_pairs: int = 4_000_000) -> tuple[np.ndarray, np.ndarray]:
     """Votes per (song, Δ = t_db − t_q), keyed ``song << 32 | (Δ + 2^31)``, sorted by key.
 
-    Every stored row is paired with every query offset of its hash; the pairs are
-    counted ``max_pairs`` at a time and merged, so memory stays bounded by the number
-    of distinct (song, Δ) keys even when a long, repetitive query meets itself.
+    Every stored row is paired with every query offset of its hash.  The rows are
+    taken a run of hashes at a time, about ``max_pairs`` pairs per run (a hash's rows
+    stay in one run); each run's keys are sorted and counted, and the runs merged, so
+    memory stays bounded even when a long, repetitive query meets itself.
     """
+    if hit_hashes.size > 1 and (hit_hashes[1:] < hit_hashes[:-1]).any():
+        by_hash = np.argsort(hit_hashes, kind="stable")
+        hit_hashes, hit_song_ids, hit_offsets = hit_hashes[by_hash], hit_song_ids[by_hash], hit_offsets[by_hash]
     order = np.argsort(query_hashes, kind="stable")
     qh, qo = query_hashes[order], query_offsets[order].astype(np.int64)
-    left = np.searchsorted(qh, hit_hashes, side="left")
-    count = np.searchsorted(qh, hit_hashes, side="right") - left
-    ends = np.cumsum(count)  # pairs up to and including each stored row
+    # Rows come in runs of one hash: the query offsets of a run are qo[left:left + m].
+    starts = np.flatnonzero(np.r_[True, hit_hashes[1:] != hit_hashes[:-1]]) if hit_hashes.size else hit_hashes[:0]
+    sizes = np.diff(np.r_[starts, hit_hashes.size])
+    left = np.searchsorted(qh, hit_hashes[starts], side="left")
+    m = np.searchsorted(qh, hit_hashes[starts], side="right") - left
+    base = (hit_song_ids.astype(np.int64) << 32) + hit_offsets.astype(np.int64) + (1 << 31)
+    ends = np.cumsum(sizes * m)  # pairs up to and including each run
     keys: list[np.ndarray] = []
     votes: list[np.ndarray] = []
-    start = 0
-    while start < hit_hashes.size:
-        base = ends[start - 1] if start else 0
-        stop = max(start + 1, int(np.searchsorted(ends, base + max_pairs, side="right")))
-        c = count[start:stop]
-        rows = np.repeat(np.arange(start, stop), c)
-        local_start = np.cumsum(c) - c  # first pair of each row within this chunk
-        qidx = np.repeat(left[start:stop] - local_start, c) + np.arange(rows.size)
-        delta = hit_offsets[rows].astype(np.int64) - qo[qidx]
-        k, v = np.unique((hit_song_ids[rows].astype(np.int64) << 32) | (delta + (1 << 31)), return_counts=True)
+    g = 0
+    while g < starts.size:
+        stop = max(g + 1, int(np.searchsorted(ends, (ends[g - 1] if g else 0) + max_pairs, side="right")))
+        k, v = _count(_keys(base[starts[g]:starts[g] + sizes[g:stop].sum()], sizes[g:stop], qo, left[g:stop],
+                            m[g:stop]))
         keys.append(k)
         votes.append(v)
-        if sum(a.size for a in keys) > max_pairs:  # merge to keep memory bounded
+        if len(keys) > 1 and sum(a.size for a in keys) > max_pairs:  # merge to keep memory bounded
             merged = _merge(keys, votes)
             keys, votes = [merged[0]], [merged[1]]
-        start = stop
+        g = stop
     if not keys:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return _merge(keys, votes)
+    return (keys[0], votes[0]) if len(keys) == 1 else _merge(keys, votes)
+
+
+def _keys(base: np.ndarray, sizes: np.ndarray, qo: np.ndarray, left: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Vote keys of runs of rows: ``base`` (song << 32 | t_db + 2^31) of each row minus
+    each query offset of its run; the j-th offsets of all runs at a time (most runs have one)."""
+    row_m = np.repeat(m, sizes)
+    pieces = []
+    for j in range(int(m.max(initial=0))):
+        more = m > j
+        rows = base if more.all() else base[row_m > j]
+        pieces.append(rows - np.repeat(qo[left[more] + j], sizes[more]))
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces) if pieces else base[:0]
+
+
+def _count(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct keys, sorted, and how often each occurs."""
+    keys = np.sort(keys)
+    first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if keys.size else keys[:0]
+    return keys[first], np.diff(np.r_[first, keys.size])
 
 
 def _merge(keys: list[np.ndarray], votes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Sum vote counts of equal keys across pieces; returns sorted unique keys and their counts."""
-    k = np.concatenate(keys)
-    uk, inv = np.unique(k, return_inverse=True)
-    return uk, np.bincount(inv.reshape(-1), weights=np.concatenate(votes), minlength=uk.size).astype(np.int64)
+    k, v = np.concatenate(keys), np.concatenate(votes)
+    order = np.argsort(k, kind="stable")
+    k, v = k[order], v[order]
+    first = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    return k[first], np.add.reduceat(v, first)
 
 
 def song_scores(query_hashes: np.ndarray, query_offsets: np.ndarray, hit_hashes: np.ndarray,
@@ -96,20 +120,20 @@ def song_scores(query_hashes: np.ndarray, query_offsets: np.ndarray, hit_hashes:
     ukey, votes = _vote_counts(query_hashes, query_offsets, hit_hashes, hit_song_ids, hit_offsets)
     if ukey.size == 0:
         return empty, empty, empty, empty
+    n = ukey.size
     window = votes.copy()
     for shift in range(1, tolerance + 1):
-        for sign in (-1, 1):
-            pos = np.searchsorted(ukey, ukey + sign * shift)
-            pos_c = np.minimum(pos, ukey.size - 1)
-            found = (pos < ukey.size) & (ukey[pos_c] == ukey + sign * shift)
-            window += np.where(found, votes[pos_c], 0)
+        for j in range(1, shift + 1):  # keys are distinct and sorted: key + shift is at most shift places on
+            near = ukey[j:] == ukey[:-j] + shift
+            window[:-j] += np.where(near, votes[j:], 0)
+            window[j:] += np.where(near, votes[:-j], 0)
     usong = ukey >> 32
-    song_start = np.r_[0, np.flatnonzero(np.diff(usong)) + 1]
+    song_start = np.flatnonzero(np.r_[True, usong[1:] != usong[:-1]])
     best = np.maximum.reduceat(window, song_start)
     hits = np.add.reduceat(votes, song_start)
     # Index of the (first) best window per song.
-    is_best = window == np.repeat(best, np.diff(np.r_[song_start, ukey.size]))
-    first_best = np.maximum.reduceat(np.where(is_best, -np.arange(ukey.size), -ukey.size), song_start) * -1
+    is_best = window == np.repeat(best, np.diff(np.r_[song_start, n]))
+    first_best = np.minimum.reduceat(np.where(is_best, np.arange(n), n), song_start)
     offsets = (ukey[first_best] & 0xFFFFFFFF) - (1 << 31)
     return usong[song_start], best, hits, offsets
 
