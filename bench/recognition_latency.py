@@ -161,10 +161,10 @@ def sized_database(workdir: str, real_path: str, n_songs: int, args: argparse.Na
     return path
 
 
-def counting(lookup: Callable[[np.ndarray], Rows], rows: list[int]) -> Callable[[np.ndarray], Rows]:
+def counting(lookup: Callable[..., Rows], rows: list[int]) -> Callable[..., Rows]:
     """``lookup`` that also appends, per call, how many rows it returned to ``rows``."""
-    def wrapper(hashes: np.ndarray) -> Rows:
-        found = lookup(hashes)
+    def wrapper(hashes: np.ndarray, song_ids: list[int] | None = None) -> Rows:
+        found = lookup(hashes, song_ids)
         rows.append(int(found[0].size))
         return found
     return wrapper

@@ -101,6 +101,8 @@ class MatchingConfig:
     min_margin: int = 3               # ... plus min_margin, where the chance level is
     chance_songs: int = 5             # the mean score of this many next-best songs
     offset_tolerance: int = 1         # frames; offsets this close vote together
+    quick_pass: bool = True           # look up the query's stored-density hashes first; a clear
+                                      # match there is the answer (stricter rule, ~1/9 of the rows)
     speed_search: bool = True         # retry with stretch factors when nothing matches ...
     speed_factors: tuple[float, ...] = (0.97, 1.03, 0.98, 1.02, 0.96, 1.04)
     speed_search_max_seconds: float = 60.0  # ... for file queries up to this long
@@ -120,8 +122,9 @@ class MatchingConfig:
             raise ConfigError("matching.chance_songs must be an integer in 1..100")
         if not isinstance(self.offset_tolerance, int) or not 0 <= self.offset_tolerance <= 10:
             raise ConfigError("matching.offset_tolerance must be an integer in 0..10")
-        if not isinstance(self.speed_search, bool):
-            raise ConfigError("matching.speed_search must be true or false")
+        for name in ("quick_pass", "speed_search"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"matching.{name} must be true or false")
         if not isinstance(self.speed_search_max_seconds, (int, float)) or self.speed_search_max_seconds < 0:
             raise ConfigError("matching.speed_search_max_seconds must be a number of seconds >= 0")
         if any(not isinstance(s, (int, float)) or not 0.8 <= s <= 1.25 for s in self.speed_factors):

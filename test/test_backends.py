@@ -184,6 +184,11 @@ def test_lookup_returns_rows_by_hash_and_skips_hashes_stored_more_than_the_cap(
     for cap, expected in [(None, everything), (8, {(int(rare), ids[0], 11)}), (9, everything)]:
         capped = connect(config["database_type"], {**config["database"], "max_rows_per_hash": cap})
         assert stored_rows(capped, query) == expected
+        for songs in ([ids[0]], [ids[1], ids[2]], [ids[2], 10**6]):  # only these songs' rows
+            h, s, o = capped.return_matches(query, song_ids=songs)
+            assert set(zip(h.tolist(), s.tolist(), o.tolist())) == {r for r in expected if r[1] in songs}
+            assert h.tolist() == sorted(h.tolist())
+        assert capped.return_matches(query, song_ids=[])[0].size == 0
         capped.close()
     for bad in (0, -1, 2.5, True, "10"):
         with pytest.raises(ConfigError, match="max_rows_per_hash"):

@@ -62,3 +62,27 @@ def test_songs_never_fingerprinted_are_rejected(corpus_djv, tmp_path):
         for start in (10.0, 25.0):
             clip = cut(song, tmp_path / f"neg{i}.mp3", start, 5.0)
             assert djv.recognize(FileRecognizer, str(clip))["results"] == [], song.name
+
+
+def test_the_quick_pass_answers_exactly_as_a_full_lookup(corpus_djv, tmp_path, monkeypatch):
+    """Clips are recognized from a sample of their hashes and rescored: the results equal
+    those of looking every query hash up (``quick_pass`` off), and unknown songs stay unknown."""
+    from dejavu import Dejavu
+    from dejavu.logic.recognizer import base
+    from dejavu.logic.recognizer.file_recognizer import FileRecognizer
+
+    djv, known, unknown = corpus_djv
+    monkeypatch.setattr(base, "QUICK_MIN_ROWS", 0)  # a 9-song store is below the size where it pays
+    full = Dejavu({**djv.config, "matching": {"quick_pass": False}})
+    rescored = []
+    lookup = djv.db.return_matches
+    monkeypatch.setattr(djv.db, "return_matches",
+                        lambda hashes, song_ids=None: rescored.append(song_ids) or lookup(hashes, song_ids))
+    rng = random.Random(11)
+    for i, song in enumerate(known + unknown):
+        start = round(rng.uniform(5, 40), 2)
+        clip = cut(song, tmp_path / f"q{i}.mp3", start, rng.choice([2.0, 5.0, 10.0]))
+        quick = djv.recognize(FileRecognizer, str(clip))["results"]
+        assert quick == full.recognize(FileRecognizer, str(clip))["results"], song.name
+        assert bool(quick) == (song in known), song.name
+    assert sum(ids is not None for ids in rescored) >= len(known) - 1, "the quick pass never answered"

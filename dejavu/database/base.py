@@ -282,42 +282,48 @@ class BaseDatabase(ABC):
         """Uppercase hex SHA1 of every fingerprinted file."""
         return {bytes(r[0]).hex().upper() for r in self._fetch("SELECT file_sha1 FROM songs WHERE fingerprinted = 1")}
 
-    def return_matches(self, hashes: np.ndarray) -> Hits:
+    def return_matches(self, hashes: np.ndarray, song_ids: Sequence[int] | None = None) -> Hits:
         """Stored rows whose hash is in ``hashes``: (hash, song_id, offset) int64 arrays, by hash.
 
-        With ``max_rows_per_hash`` set, a hash stored more often than that is left out
-        (a hash found in many songs says little about which one is playing, and costs
-        the most).  The distinct hashes are looked up ``lookup_chunk`` at a time in one
-        statement each, so a long query (millions of hashes) never exists as Python
-        objects all at once.
+        ``song_ids``: only rows of these songs (an index seek per hash and song where the
+        backend's key allows it).  With ``max_rows_per_hash`` set, a hash stored more
+        often than that is left out (a hash found in many songs says little about which
+        one is playing, and costs the most).  The distinct hashes are looked up
+        ``lookup_chunk`` at a time in one statement each, so a long query (millions of
+        hashes) never exists as Python objects all at once.
         """
         wanted = np.unique(np.asarray(hashes, dtype=np.int64))
         found = [(wanted[:0],) * 3]
-        if wanted.size:
+        songs = [] if song_ids is None else [int(i) for i in song_ids]
+        if wanted.size and (song_ids is None or songs):
+            sql = self._lookup_sql(len(songs))
             with self.cursor() as cur:
                 self._before_lookup(cur)
                 for start in range(0, wanted.size, self.lookup_chunk):
-                    found.append(self._select_hits(cur, wanted[start:start + self.lookup_chunk].tolist()))
+                    found.append(self._select_hits(cur, sql, wanted[start:start + self.lookup_chunk].tolist(), songs))
         h, s, o = zip(*found)
         return np.concatenate(h), np.concatenate(s), np.concatenate(o)
 
-    @property
-    def sql_lookup(self) -> str:
-        """Stored rows per query hash, one parameter for the hashes (then the cap, if set)."""
+    def _lookup_sql(self, n_songs: int) -> str:
+        """Stored rows per query hash, of ``n_songs`` songs (0: of all).  Parameters: the
+        hashes (one) and the song ids (in the order the text has them), then the cap if set."""
+        songs = f" AND f.song_id IN ({', '.join('?' * n_songs)})" if n_songs else ""
         if self.hit_list:
-            sql = (f"SELECT q.value, (SELECT {self.hit_list} FROM fingerprints f WHERE f.hash = q.value) "
+            sql = (f"SELECT q.value, (SELECT {self.hit_list} FROM fingerprints f WHERE f.hash = q.value{songs}) "
                    f"FROM {self.hash_table}")
         else:
             sql = (f"SELECT q.value, f.song_id, f.{{offset}} FROM {self.hash_table} "
-                   "JOIN fingerprints f ON f.hash = q.value")
+                   f"JOIN fingerprints f ON f.hash = q.value{songs}")
         if self.max_rows_per_hash is not None:  # no row at that offset: at most max_rows_per_hash rows
             sql += " WHERE (SELECT 1 FROM fingerprints p WHERE p.hash = q.value LIMIT 1 OFFSET ?) IS NULL"
         return self._sql(sql)
 
-    def _select_hits(self, cur: Any, hashes: list[int]) -> Hits:
-        """Stored rows (hash, song_id, offset) of ``hashes`` (distinct, sorted), in hash order."""
-        params = (self._hash_list(hashes),) + (() if self.max_rows_per_hash is None else (self.max_rows_per_hash,))
-        cur.execute(self.sql_lookup, params)
+    def _select_hits(self, cur: Any, sql: str, hashes: list[int], songs: list[int]) -> Hits:
+        """Rows (hash, song_id, offset) of ``hashes`` (distinct, sorted), in hash order, by ``sql``."""
+        cap = () if self.max_rows_per_hash is None else (self.max_rows_per_hash,)
+        listed = (self._hash_list(hashes),)
+        # Placeholders in the order of _lookup_sql's text.
+        cur.execute(sql, (tuple(songs) + listed if self.hit_list else listed + tuple(songs)) + cap)
         rows = cur.fetchall()
         if not self.hit_list:
             arr = np.array(rows, dtype=np.int64).reshape(-1, 3)

@@ -47,13 +47,14 @@ def _vote_counts(query_hashes: np.ndarray, query_offsets: np.ndarray, hit_hashes
     stay in one run); each run's keys are sorted and counted, and the runs merged, so
     memory stays bounded even when a long, repetitive query meets itself.
     """
-    if hit_hashes.size > 1 and (hit_hashes[1:] < hit_hashes[:-1]).any():
+    starts = _runs(hit_hashes)
+    if np.unique(hit_hashes[starts]).size < starts.size:  # a hash's rows are not all together
         by_hash = np.argsort(hit_hashes, kind="stable")
         hit_hashes, hit_song_ids, hit_offsets = hit_hashes[by_hash], hit_song_ids[by_hash], hit_offsets[by_hash]
+        starts = _runs(hit_hashes)
     order = np.argsort(query_hashes, kind="stable")
     qh, qo = query_hashes[order], query_offsets[order].astype(np.int64)
     # Rows come in runs of one hash: the query offsets of a run are qo[left:left + m].
-    starts = np.flatnonzero(np.r_[True, hit_hashes[1:] != hit_hashes[:-1]]) if hit_hashes.size else hit_hashes[:0]
     sizes = np.diff(np.r_[starts, hit_hashes.size])
     left = np.searchsorted(qh, hit_hashes[starts], side="left")
     m = np.searchsorted(qh, hit_hashes[starts], side="right") - left
@@ -77,6 +78,11 @@ def _vote_counts(query_hashes: np.ndarray, query_offsets: np.ndarray, hit_hashes
     return (keys[0], votes[0]) if len(keys) == 1 else _merge(keys, votes)
 
 
+def _runs(values: np.ndarray) -> np.ndarray:
+    """Indices where a run of equal values starts."""
+    return np.flatnonzero(np.r_[True, values[1:] != values[:-1]]) if values.size else np.zeros(0, dtype=np.int64)
+
+
 def _keys(base: np.ndarray, sizes: np.ndarray, qo: np.ndarray, left: np.ndarray, m: np.ndarray) -> np.ndarray:
     """Vote keys of runs of rows: ``base`` (song << 32 | t_db + 2^31) of each row minus
     each query offset of its run; the j-th offsets of all runs at a time (most runs have one)."""
@@ -92,7 +98,7 @@ def _keys(base: np.ndarray, sizes: np.ndarray, qo: np.ndarray, left: np.ndarray,
 def _count(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct keys, sorted, and how often each occurs."""
     keys = np.sort(keys)
-    first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if keys.size else keys[:0]
+    first = _runs(keys)
     return keys[first], np.diff(np.r_[first, keys.size])
 
 
@@ -101,7 +107,7 @@ def _merge(keys: list[np.ndarray], votes: list[np.ndarray]) -> tuple[np.ndarray,
     k, v = np.concatenate(keys), np.concatenate(votes)
     order = np.argsort(k, kind="stable")
     k, v = k[order], v[order]
-    first = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    first = _runs(k)
     return k[first], np.add.reduceat(v, first)
 
 
@@ -128,7 +134,7 @@ def song_scores(query_hashes: np.ndarray, query_offsets: np.ndarray, hit_hashes:
             window[:-j] += np.where(near, votes[j:], 0)
             window[j:] += np.where(near, votes[:-j], 0)
     usong = ukey >> 32
-    song_start = np.flatnonzero(np.r_[True, usong[1:] != usong[:-1]])
+    song_start = _runs(usong)
     best = np.maximum.reduceat(window, song_start)
     hits = np.add.reduceat(votes, song_start)
     # Index of the (first) best window per song.

@@ -27,24 +27,31 @@ class FileRecognizer(BaseRecognizer):
         for the speed-corrected tries.  Raises DecodeError naming the file.
         """
         djv = self.dejavu
+        mc = djv.cfg.matching
         fingerprinter = StreamFingerprinter(djv.cfg.fingerprint, query=True)
+        # The quick pass's hashes (stored density), see match_hashes.
+        quick_fingerprinter = StreamFingerprinter(djv.cfg.fingerprint) if mc.quick_pass else None
         parts: list[Hashes] = []
+        quick_parts: list[Hashes] = []
         t_fp = 0.0
         for block in decoder.stream(filename, self.Fs, block_seconds=BLOCK_SECONDS, limit=djv.limit):
             t0 = time.perf_counter()
             parts.append(fingerprinter.feed(block))
+            if quick_fingerprinter is not None:
+                quick_parts.append(quick_fingerprinter.feed(block))
             t_fp += time.perf_counter() - t0
         if fingerprinter.total_samples == 0:
             raise DecodeError(f"{filename}: contains no audio samples")
         t0 = time.perf_counter()
         parts.append(fingerprinter.flush())
         hashes, offsets = concat(parts)
+        quick = concat(quick_parts + [quick_fingerprinter.flush()]) if quick_fingerprinter is not None else None
         parts.clear()
+        quick_parts.clear()
         t_fp += time.perf_counter() - t0
-        candidates, t_query, t_align = match_hashes(djv, hashes, offsets, djv.cfg.matching)
+        candidates, t_query, t_align = match_hashes(djv, hashes, offsets, mc, quick)
         seconds = fingerprinter.total_samples / self.Fs
         results = build_results(djv, candidates, int(hashes.size), seconds)
-        mc = djv.cfg.matching
         if not results and mc.speed_search and hashes.size and seconds <= mc.speed_search_max_seconds:
             retry = recognize_samples(djv, decoder.decode(filename, self.Fs, limit=djv.limit), self.Fs,
                                       as_recorded=False)
