@@ -263,7 +263,8 @@ class Monitor:
         if not before.any():
             return
         q_h, q_o = self._hashes[before], self._offsets[before]
-        frames = self._aligned_frames(q_h, q_o, *self.djv.db.return_matches(q_h), track.song_id, track.shift)
+        hits = self.djv.db.return_matches(q_h, song_ids=[track.song_id])
+        frames = self._aligned_frames(q_h, q_o, *hits, track.song_id, track.shift)
         first, added = track.first, 0
         for frame in frames[::-1]:
             if first - frame > self._max_gap:
