@@ -4,8 +4,9 @@
 
 For N files of the folder, ffmpeg is run (one process per file, one at a time) three ways:
 decode only (output discarded), decode + down-mix + resample to the fingerprint's rate
-(dejavu's own command, output read and dropped), and the same at the file's own rate.
-The CPU time of the ffmpeg processes (user + system, from the kernel's accounting of
+(dejavu's command for files mpg123 cannot take), and the same at the file's own rate;
+then mpg123 as dejavu runs it for MP3 files when it is installed.
+The CPU time of the decoder processes (user + system, from the kernel's accounting of
 child processes) per audio second is printed as audio seconds per CPU second, i.e.
 x real time per core, with the ceiling that decoding alone puts on an ingest using
 every core.
@@ -24,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from _machine import machine  # noqa: E402
 
 from dejavu.config import FingerprintConfig  # noqa: E402
-from dejavu.logic.decoder import _ffmpeg_command  # noqa: E402
+from dejavu.logic.decoder import _ffmpeg_command, _mpg123_command  # noqa: E402
 
 
 def child_cpu() -> float:
@@ -50,18 +51,28 @@ def main() -> None:
     rate = FingerprintConfig().sample_rate
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}")
     seconds = 0.0
-    totals = {"decode only": 0.0, f"dejavu: mono {rate} Hz float32": 0.0, "mono at the file's rate": 0.0}
+    taken = 0
+    ours_name, mpg123_name = f"ffmpeg → mono {rate} Hz float32", f"mpg123 → mono {rate} Hz float32"
+    totals = {"ffmpeg decode only": 0.0, ours_name: 0.0, "ffmpeg → mono at the file's rate": 0.0}
     for path in files:
         ours = _ffmpeg_command(path, rate, None)
         cpu, size = cpu_per_file(ours)
         seconds += size / 4 / rate
-        totals[f"dejavu: mono {rate} Hz float32"] += cpu
+        totals[ours_name] += cpu
         head = ours[:ours.index("-map")]
-        totals["decode only"] += cpu_per_file(head + ["-map", "0:a:0", "-f", "null", "-"])[0]
-        totals["mono at the file's rate"] += cpu_per_file(head + ["-map", "0:a:0", "-ac", "1", "-f", "f32le", "-"])[0]
+        totals["ffmpeg decode only"] += cpu_per_file(head + ["-map", "0:a:0", "-f", "null", "-"])[0]
+        totals["ffmpeg → mono at the file's rate"] += cpu_per_file(head + ["-map", "0:a:0", "-ac", "1", "-f", "f32le",
+                                                                           "-"])[0]
+        fast = _mpg123_command(path, rate)
+        if fast is not None:
+            totals[mpg123_name] = totals.get(mpg123_name, 0.0) + cpu_per_file(fast[0])[0]
+            taken += 1
+    if taken != len(files):  # mpg123 absent, or some file not an MP3 it can take: no fair total
+        totals.pop(mpg123_name, None)
+        print(f"mpg123: not installed, or it takes only {taken} of the {len(files)} files (left out)")
     cores = os.cpu_count() or 1
     print(f"{len(files)} files, {seconds:.0f} audio seconds")
-    print(f"{'ffmpeg run':36s} {'CPU ms per audio s':>18s} {'x per core':>10s} {f'ceiling on {cores} cores':>18s}")
+    print(f"{'decoder run':36s} {'CPU ms per audio s':>18s} {'x per core':>10s} {f'ceiling on {cores} cores':>18s}")
     for name, cpu in totals.items():
         print(f"{name:36s} {cpu / seconds * 1e3:18.2f} {seconds / cpu:10.0f} {cores * seconds / cpu:17.0f}x")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 
 import pytest
 
@@ -86,3 +87,34 @@ def test_the_quick_pass_answers_exactly_as_a_full_lookup(corpus_djv, tmp_path, m
         assert quick == full.recognize(FileRecognizer, str(clip))["results"], song.name
         assert bool(quick) == (song in known), song.name
     assert sum(ids is not None for ids in rescored) >= len(known) - 1, "the quick pass never answered"
+
+
+@pytest.mark.skipif(shutil.which("mpg123") is None, reason="mpg123 not installed (optional MP3 decoder)")
+def test_decoder_paths_agree(corpus, tmp_path, monkeypatch):
+    """MP3s decoded by mpg123 (44.1 / 22.05 / 11.025 kHz, stereo and mono) give what ffmpeg gives:
+    the same length and level, and nearly all the same fingerprints; other rates stay with ffmpeg."""
+    import numpy as np
+
+    from dejavu.config import FingerprintConfig
+    from dejavu.logic import decoder
+    from dejavu.logic.fingerprint import fingerprint
+
+    source = corpus[0]
+    files = {"as shipped": source}
+    for name, args in [("mono", ["-ac", "1"]), ("22 kHz", ["-ar", "22050"]), ("11 kHz mono", ["-ar", "11025", "-ac", "1"]),
+                       ("48 kHz", ["-ar", "48000"])]:
+        files[name] = cut(source, tmp_path / f"{name}.mp3", 10.0, 40.0, *args)
+    cfg = FingerprintConfig()
+    for name, path in files.items():
+        assert (decoder._mpg123_command(str(path), cfg.sample_rate) is None) == (name == "48 kHz"), name
+        fast = decoder.decode(str(path), cfg.sample_rate)
+        fast_limited = decoder.decode(str(path), cfg.sample_rate, limit=3.3)
+        monkeypatch.setenv(decoder.ENV_DECODER, "ffmpeg")
+        plain = decoder.decode(str(path), cfg.sample_rate)
+        plain_limited = decoder.decode(str(path), cfg.sample_rate, limit=3.3)
+        monkeypatch.delenv(decoder.ENV_DECODER)
+        assert abs(fast.size - plain.size) <= 300 and fast_limited.size == plain_limited.size, name
+        level = float(np.sqrt(np.mean(fast ** 2)) / np.sqrt(np.mean(plain ** 2)))
+        assert 0.97 < level < 1.03, (name, level)
+        pairs = [set(zip(*(a.tolist() for a in fingerprint(x, cfg)))) for x in (fast, plain)]
+        assert len(pairs[0] & pairs[1]) >= 0.95 * len(pairs[1]), name

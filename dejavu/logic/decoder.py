@@ -1,7 +1,9 @@
 """Decode: any audio ffmpeg reads → float32 mono samples at the fingerprint's rate.
 
 ffmpeg does the decoding, down-mixing and resampling in one streamed pass (no
-intermediate WAV, no whole-file buffers), so long files cost bounded memory.
+intermediate WAV, no whole-file buffers), so long files cost bounded memory.  MP3
+files whose rate is 1, 2 or 4 times the target rate are decoded by mpg123 instead
+when it is installed (2.4x less CPU, the same fingerprints; see :func:`_mpg123_command`).
 Arrays that are already in memory (microphone, tests) go through :func:`resample`.
 """
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
+import math
 import os
 import re
 import shutil
@@ -24,6 +27,12 @@ from dejavu.exceptions import DecodeError
 log = logging.getLogger(__name__)
 
 _BYTES_PER_SAMPLE = 4  # float32
+#: Set to ``ffmpeg`` to decode MP3 files with ffmpeg even where mpg123 is installed.
+ENV_DECODER = "DEJAVU_DECODER"
+#: MPEG audio sample rates by the header's version bits (3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5).
+_MPEG_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+#: mpg123's options for decoding at 1/1, 1/2 and 1/4 of the file's rate.
+_MPG123_RATIOS = {1: [], 2: ["--2to1"], 4: ["--4to1"]}
 
 
 def unique_hash(file_path: str, block_size: int = 2**20) -> str:
@@ -97,10 +106,10 @@ def _ffmpeg_command(source: str, sample_rate: int, limit: float | None,
 
 
 def _ffmpeg_reason(stderr: bytes, source: str) -> str:
-    """Why ffmpeg could not decode ``source``, in one line, from its error output."""
+    """Why ffmpeg (or mpg123) could not decode ``source``, in one line, from its error output."""
     lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
     if not lines:
-        return "ffmpeg failed without a message"
+        return "the decoder failed without a message"
     if any("matches no streams" in ln or "does not contain any stream" in ln for ln in lines):
         return "no audio stream"
     # "[wav @ 0x55d0] no 'fmt ' tag found" → the demuxer's own words, if it said any.
@@ -136,6 +145,49 @@ def check_file(path: str) -> None:
         raise DecodeError(f"{path}: file is empty")
 
 
+def mp3_layout(path: str) -> tuple[int, int] | None:
+    """(sample rate, channels) from the first frame header of an MPEG-1/2/2.5 Layer III
+    file (after an ID3v2 tag), or None if the file does not start like one."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(10)
+            start = 0
+            if len(head) == 10 and head[:3] == b"ID3":  # size: four 7-bit bytes; a footer adds 10
+                start = 10 + (head[6] << 21 | head[7] << 14 | head[8] << 7 | head[9]) + (10 if head[5] & 0x10 else 0)
+            fh.seek(start)
+            frame = fh.read(4)
+    except OSError:
+        return None
+    if len(frame) < 4 or frame[0] != 0xFF or frame[1] & 0xE0 != 0xE0:
+        return None
+    version, layer, bitrate, rate = frame[1] >> 3 & 3, frame[1] >> 1 & 3, frame[2] >> 4, frame[2] >> 2 & 3
+    if version == 1 or layer != 1 or bitrate in (0, 15) or rate == 3:
+        return None
+    return _MPEG_RATES[version][rate], 1 if frame[3] >> 6 == 3 else 2
+
+
+def _mpg123_command(source: str, sample_rate: int) -> tuple[list[str], float] | None:
+    """An mpg123 command decoding the MP3 file ``source`` to float32 mono at
+    ``sample_rate``, and the gain that matches ffmpeg's levels; None where ffmpeg must do it.
+
+    mpg123 decodes MP3 1.7x faster than ffmpeg, and its 2:1 and 4:1 modes synthesise only
+    the sub-bands below the new Nyquist frequency: a 44.1 kHz MP3 becomes 11,025 Hz mono for
+    1.1 ms of CPU per audio second instead of ffmpeg's 2.6 ms, with 99-100 % of the
+    (hash, offset) pairs equal (``bench/decode_speed.py``, ``test_decoder_paths_agree``).
+    """
+    if source == "-" or "://" in source or os.environ.get(ENV_DECODER, "").lower() == "ffmpeg":
+        return None
+    exe = shutil.which("mpg123")
+    layout = mp3_layout(source) if exe else None
+    if layout is None or layout[0] % sample_rate or layout[0] // sample_rate not in _MPG123_RATIOS:
+        return None
+    rate, channels = layout
+    cmd = [exe, "--quiet", "--mono", "--encoding", "f32", "--stdout", *_MPG123_RATIOS[rate // sample_rate],
+           "--", source]
+    # mpg123 mixes stereo as (L + R) / 2, ffmpeg as (L + R) / sqrt(2).
+    return cmd, math.sqrt(2) if channels == 2 else 1.0
+
+
 def stream(source: str, sample_rate: int, *, block_seconds: float = 10.0,
            limit: float | None = None, input_args: Sequence[str] = (),
            stdin: IO[bytes] | None = None) -> Iterator[np.ndarray]:
@@ -148,27 +200,52 @@ def stream(source: str, sample_rate: int, *, block_seconds: float = 10.0,
     """
     if source != "-" and "://" not in source:
         check_file(source)
-    cmd = _ffmpeg_command(source, sample_rate, limit, input_args)
-    block_bytes = max(1, int(block_seconds * sample_rate)) * _BYTES_PER_SAMPLE
-    proc = subprocess.Popen(cmd, stdin=stdin if source == "-" else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    block_samples = max(1, int(block_seconds * sample_rate))
+    fast = None if input_args else _mpg123_command(source, sample_rate)
+    if fast is not None:
+        samples = None if limit is None else max(0, math.ceil(limit * sample_rate - 1e-6))  # as ffmpeg's -t
+        blocks = _blocks(fast[0], subprocess.DEVNULL, block_samples, samples, "=f4", source)
+        try:
+            first = next(blocks, None)
+        except DecodeError:
+            first = None
+        if first is not None:  # else mpg123 found nothing to decode: ffmpeg explains why
+            yield first * np.float32(fast[1])
+            for block in blocks:
+                yield block * np.float32(fast[1])
+            return
+    yield from _blocks(_ffmpeg_command(source, sample_rate, limit, input_args),
+                       stdin if source == "-" else subprocess.DEVNULL, block_samples, None, "<f4", source)
+
+
+def _blocks(cmd: list[str], stdin: IO[bytes] | int | None, block_samples: int, max_samples: int | None,
+            dtype: str, source: str) -> Iterator[np.ndarray]:
+    """Run a decoder writing float32 mono to stdout; yield its samples ``block_samples`` at
+    a time (at most ``max_samples`` in all).  Raises DecodeError if it fails before any."""
+    block_bytes = block_samples * _BYTES_PER_SAMPLE
+    left = None if max_samples is None else max_samples * _BYTES_PER_SAMPLE
+    proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     total = 0
     try:
         pending = b""
-        while True:
-            chunk = proc.stdout.read(block_bytes - len(pending))
+        while left is None or left > 0:
+            chunk = proc.stdout.read(block_bytes - len(pending) if left is None
+                                     else min(block_bytes - len(pending), left))
             if not chunk:
                 break
             pending += chunk
+            left = None if left is None else left - len(chunk)
             if len(pending) >= block_bytes:
                 total += len(pending)
-                yield _finite(np.frombuffer(pending, dtype="<f4").copy())
+                yield _finite(np.frombuffer(pending, dtype=dtype).astype(np.float32))
                 pending = b""
         usable = len(pending) - len(pending) % _BYTES_PER_SAMPLE
         if usable:
             total += usable
-            yield _finite(np.frombuffer(pending[:usable], dtype="<f4").copy())
+            yield _finite(np.frombuffer(pending[:usable], dtype=dtype).astype(np.float32))
+        if left is not None and left <= 0:
+            return  # the limit is reached: the decoder is stopped below
         stderr = proc.stderr.read()
         code = proc.wait()
         if code != 0 and total == 0:
