@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import itertools
 import logging
 import math
 import os
@@ -210,9 +211,9 @@ def stream(source: str, sample_rate: int, *, block_seconds: float = 10.0,
         except DecodeError:
             first = None
         if first is not None:  # else mpg123 found nothing to decode: ffmpeg explains why
-            yield first * np.float32(fast[1])
-            for block in blocks:
-                yield block * np.float32(fast[1])
+            gain = np.float32(fast[1])
+            for block in itertools.chain([first], blocks):
+                yield block * gain if gain != 1 else block
             return
     yield from _blocks(_ffmpeg_command(source, sample_rate, limit, input_args),
                        stdin if source == "-" else subprocess.DEVNULL, block_samples, None, "<f4", source)
@@ -230,12 +231,13 @@ def _blocks(cmd: list[str], stdin: IO[bytes] | int | None, block_samples: int, m
     try:
         pending = b""
         while left is None or left > 0:
-            chunk = proc.stdout.read(block_bytes - len(pending) if left is None
-                                     else min(block_bytes - len(pending), left))
+            want = block_bytes - len(pending)
+            chunk = proc.stdout.read(want if left is None else min(want, left))
             if not chunk:
                 break
             pending += chunk
-            left = None if left is None else left - len(chunk)
+            if left is not None:
+                left -= len(chunk)
             if len(pending) >= block_bytes:
                 total += len(pending)
                 yield _finite(np.frombuffer(pending, dtype=dtype).astype(np.float32))

@@ -74,7 +74,7 @@ def match_hashes(djv: "Dejavu", hashes: np.ndarray, offsets: np.ndarray, rule: M
         stage_hashes, stage_offsets = stages[k]
         final = k == len(stages) - 1
         t0 = time.perf_counter()
-        wanted = np.unique(stage_hashes[~np.isin(stage_hashes, fetched)])
+        wanted = np.setdiff1d(stage_hashes, fetched)  # distinct, sorted
         found.append(djv.db.return_matches(wanted))
         fetched = np.concatenate([fetched, wanted])
         t1 = time.perf_counter()
