@@ -17,9 +17,18 @@ class DatabaseError(DejavuError):
     """The database could not be reached or refused an operation."""
 
 
+class DatabaseUnavailableError(DatabaseError):
+    """The database server cannot be reached, or the connection to it was lost;
+    nothing of the failed transaction was stored, and trying again later may succeed."""
+
+
 class NoRecordingError(DejavuError):
     """recognize_recording() was called before anything was recorded."""
 
 
 class AudioDeviceError(DejavuError):
     """No usable audio input device (or PyAudio/PortAudio is missing)."""
+
+
+class EvaluationError(DejavuError):
+    """The evaluation cannot run as asked (the message is one line)."""
