@@ -69,7 +69,7 @@ def write_wav(path: str, samples: np.ndarray, sr: int) -> None:
     with wave.open(path, "wb") as fh:
         fh.setnchannels(1)
         fh.setsampwidth(2)
-        fh.setframerate(sr)
+        fh.setframerate(int(sr))
         fh.writeframes(pcm.tobytes())
 
 

@@ -1,6 +1,6 @@
 """``dejavu-eval`` (also ``python -m dejavu.evaluation``): measure recognition accuracy.
 
-Thin layer over :mod:`dejavu.evaluation.evaluate`: parse the arguments, run the
+Thin layer over :mod:`dejavu.evaluation.run`: parse the arguments, run the
 evaluation, draw the plots, print the Markdown table on stdout.  Progress and
 warnings go to stderr.  Exit status: 0 done, 2 bad arguments or the run failed.
 """
@@ -12,7 +12,8 @@ import os
 import sys
 from typing import NoReturn, Sequence
 
-from dejavu.evaluation.evaluate import DEFAULT_DECODE_RATE, DEFAULT_EXTENSIONS, Settings
+from dejavu.evaluation.settings import DEFAULT_DECODE_RATE, DEFAULT_EXTENSIONS, Settings
+from dejavu.exceptions import DejavuError, EvaluationError
 
 PROG = "dejavu-eval"
 EXIT_OK, EXIT_ERROR = 0, 2
@@ -138,8 +139,6 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
         seed=args.seed, config_path=args.config, negatives_dir=args.negatives, holdout=args.holdout,
         ingest=not args.no_ingest, temp_dir=args.temp, extensions=list(args.extensions),
         nprocs=args.nprocs, jobs=args.jobs, decode_rate=args.decode_rate)
-    from dejavu.evaluation.evaluate import EvaluationError
-
     try:
         settings.validate()
     except EvaluationError as exc:
@@ -152,7 +151,7 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
 def _setup_logging(args: argparse.Namespace) -> None:
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
     logging.basicConfig(level=level, format=f"{PROG}: %(message)s", stream=sys.stderr)
-    from dejavu.evaluation.evaluate import clip_log
+    from dejavu.evaluation.run import clip_log
 
     clip_log.propagate = False
     clip_log.setLevel(logging.INFO)
@@ -170,13 +169,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     settings = settings_from_args(args, parser)
-    from dejavu.evaluation import evaluate
-    from dejavu.exceptions import DejavuError
+    from dejavu.evaluation.report import REPORT_FILE, load_clips, save_report
+    from dejavu.evaluation.run import run_evaluation
+    from dejavu.evaluation.summary import markdown_table
 
     try:
         _setup_logging(args)
-        report = evaluate.run_evaluation(settings)
-    except (evaluate.EvaluationError, DejavuError) as exc:
+        report = run_evaluation(settings)
+    except DejavuError as exc:  # EvaluationError included
         log.error("%s", exc)
         return EXIT_ERROR
     except OSError as exc:
@@ -189,17 +189,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             from dejavu.evaluation.plots import write_plots
 
-            clips = evaluate.load_clips(settings.results_dir)
+            clips = load_clips(settings.results_dir)
             paths = write_plots(report.summary, clips, settings.conditions, settings.results_dir)
             report.files["plots"] = [os.path.basename(p) for p in paths]
-            evaluate.save_report(report, settings.results_dir)
+            save_report(report, settings.results_dir)
         except ImportError:
             log.warning("matplotlib is not installed: no plots (pip install matplotlib)")
     t = report.timings
     log.info("%d queries on %.0f s of audio: fingerprinting %.1f s, evaluation %.1f s; report in %s",
              t["queries"], t["audio_seconds"], t["ingest_seconds"], t["evaluate_seconds"],
-             os.path.join(settings.results_dir, evaluate.REPORT_FILE))
-    sys.stdout.write(evaluate.markdown_table(report.summary) + "\n")
+             os.path.join(settings.results_dir, REPORT_FILE))
+    sys.stdout.write(markdown_table(report.summary) + "\n")
     sys.stdout.flush()
     return EXIT_OK
 
