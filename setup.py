@@ -1,17 +1,21 @@
 """Packaging for dejavu (distribution name PyDejavu, as the original)."""
+import re
+
 from setuptools import find_packages, setup
 
 with open("README.md", encoding="utf-8") as fh:
     long_description = fh.read()
+with open("dejavu/version.py", encoding="utf-8") as fh:
+    version = re.search(r'__version__ = "([^"]+)"', fh.read()).group(1)
 
 setup(
     name="PyDejavu",
-    version="1.0.0",
+    version=version,
     description="Audio fingerprinting and recognition: name a song and the position in it from a few seconds of audio",
     long_description=long_description,
     long_description_content_type="text/markdown",
     license="MIT",
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     packages=find_packages(include=["dejavu", "dejavu.*"]),
     install_requires=["numpy>=1.22", "scipy>=1.8", "tqdm>=4.60"],
     extras_require={

@@ -5,7 +5,7 @@
 
 FOLDER defaults to the dev corpus (~/.cache/dejavu-dev-corpus/mp3; build a small one
 with ``bash ../shared/tools/get-dev-corpus.sh DIR --small``).  PostgreSQL and MariaDB
-are throwaway servers started with test/servers.py (skipped when not installed).
+are throwaway servers started with dejavu.testing (skipped when not installed).
 Per backend: ingest rate (audio seconds per wall second, decoding and fingerprinting
 included; "store" counts only the time spent writing to the database), fingerprints,
 bytes per audio second and per fingerprint, the mean database time of a 10 s query,
@@ -22,14 +22,18 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "test"), str(ROOT / "bench")]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from _machine import machine  # noqa: E402
-from dejavu import Dejavu  # noqa: E402
+from _store import DelegatingStore  # noqa: E402
+
+from dejavu import Dejavu, testing  # noqa: E402
 from dejavu.logic import decoder  # noqa: E402
+from dejavu.logic.ingest import ingest  # noqa: E402
+from dejavu.logic.store import NewSong, Store  # noqa: E402
 
 log = logging.getLogger("db_size")
 DEFAULT_FOLDER = Path.home() / ".cache" / "dejavu-dev-corpus" / "mp3"
@@ -55,11 +59,9 @@ class Result:
 
 def backends(names: list[str], workdir: Path) -> Iterator[tuple[str, dict[str, Any] | None]]:
     """(name, dejavu config) per backend, each server running only while it is measured."""
-    import servers
-
-    starters: dict[str, tuple[Callable[[], bool], Callable[[Path], Any]]] = {
-        "postgres": (servers.postgres_available, servers.start_postgres),
-        "mysql": (servers.mariadb_available, servers.start_mariadb),
+    starters: dict[str, tuple[Callable[[], bool], Callable[[Path], testing.Server]]] = {
+        "postgres": (testing.postgres_available, testing.start_postgres),
+        "mysql": (testing.mariadb_available, testing.start_mariadb),
     }
     for name in names:
         if name == "sqlite":
@@ -77,17 +79,17 @@ def backends(names: list[str], workdir: Path) -> Iterator[tuple[str, dict[str, A
             server.destroy()
 
 
-class _StoreTimer:
-    """Wraps a store's store_songs to add up the seconds spent in it."""
+class TimedStore(DelegatingStore):
+    """The store, adding up the seconds spent in store_songs."""
 
-    def __init__(self, store_songs: Callable[..., Any]) -> None:
-        self._store_songs = store_songs
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
         self.seconds = 0.0
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def store_songs(self, songs: Sequence[NewSong]) -> list[int | None]:
         start = time.perf_counter()
         try:
-            return self._store_songs(*args, **kwargs)
+            return super().store_songs(songs)
         finally:
             self.seconds += time.perf_counter() - start
 
@@ -111,21 +113,21 @@ def measure(name: str, config: dict[str, Any], folder: Path, extensions: list[st
         with djv.db.cursor() as cur:
             cur.execute(VERSION_SQL[name])
             version = str(cur.fetchone()[0])
-        timer = _StoreTimer(djv.db.store_songs)
-        djv.db.store_songs = timer  # type: ignore[method-assign]
+        timed = TimedStore(djv.db)
         start = time.perf_counter()
-        report = djv.fingerprint_directory(str(folder), extensions, nprocs)
+        report = ingest(timed, djv.cfg, [(path, None) for path, _ in decoder.find_files(str(folder), extensions)],
+                        nprocs)
         wall = time.perf_counter() - start
         if report.failed:
             log.warning("%s: %d file(s) failed, e.g. %s", name, len(report.failed), report.failed[0].reason)
-        stats = djv.db.stats()
+        stats = djv.stats()
         stored = [o.path for o in report.fingerprinted]
         query = query_ms(djv, stored[:QUERY_FILES])
         songs = djv.get_fingerprinted_songs()
         start = time.perf_counter()
         djv.delete_songs_by_id([songs[len(songs) // 2]["song_id"]] if songs else [])
         delete = time.perf_counter() - start
-    return Result(name, version, len(stored), stats["audio_seconds"], wall, timer.seconds,
+    return Result(name, version, len(stored), stats["audio_seconds"], wall, timed.seconds,
                   stats["fingerprints"], stats["size_bytes"] or 0, query, 1000 * delete)
 
 

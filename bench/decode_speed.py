@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from _machine import machine  # noqa: E402
 
 from dejavu.config import FingerprintConfig  # noqa: E402
-from dejavu.logic.decoder import _ffmpeg_command, _mpg123_command  # noqa: E402
+from dejavu.logic.decoder import ffmpeg_command, mpg123_command  # noqa: E402
 
 
 def child_cpu() -> float:
@@ -55,7 +55,7 @@ def main() -> None:
     ours_name, mpg123_name = f"ffmpeg → mono {rate} Hz float32", f"mpg123 → mono {rate} Hz float32"
     totals = {"ffmpeg decode only": 0.0, ours_name: 0.0, "ffmpeg → mono at the file's rate": 0.0}
     for path in files:
-        ours = _ffmpeg_command(path, rate, None)
+        ours = ffmpeg_command(path, rate, None)
         cpu, size = cpu_per_file(ours)
         seconds += size / 4 / rate
         totals[ours_name] += cpu
@@ -63,7 +63,7 @@ def main() -> None:
         totals["ffmpeg decode only"] += cpu_per_file(head + ["-map", "0:a:0", "-f", "null", "-"])[0]
         totals["ffmpeg → mono at the file's rate"] += cpu_per_file(head + ["-map", "0:a:0", "-ac", "1", "-f", "f32le",
                                                                            "-"])[0]
-        fast = _mpg123_command(path, rate)
+        fast = mpg123_command(path, rate)
         if fast is not None:
             totals[mpg123_name] = totals.get(mpg123_name, 0.0) + cpu_per_file(fast[0])[0]
             taken += 1

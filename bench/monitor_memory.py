@@ -228,7 +228,7 @@ def main() -> int:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     segments = []
     with Dejavu(read_config_file(str(config))) as djv:
-        stats = djv.db.stats()
+        stats = djv.stats()
         t0 = time.perf_counter()
         cpu0 = time.process_time()
         for seg in djv.monitor(str(show_path), args.window, args.hop):

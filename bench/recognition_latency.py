@@ -11,8 +11,9 @@ the real songs have.  A synthetic row's hash is drawn from the real rows' hashes
 song and offset uniformly.  Per stored row, a synthetic song then returns as many
 rows to a 5 s query of a real song as another real song does (1.02 x, measured on
 the dev corpus).  The rows are generated in key order, a hash range at a time, and
-appended to the empty table, so SQLite writes its B-tree sequentially (100,000
-songs: 1.8 billion rows, 38 GiB, about half an hour on one core).
+bulk-loaded into the empty store (``SQLiteDatabase.load_catalogue``), so SQLite
+writes its B-tree sequentially (100,000 songs: 1.8 billion rows, 38 GiB, about half
+an hour on one core).
 
 Clips of real songs (the same clips for every size) are then recognized, after one
 warm-up query per cell; the time is `total_time` (fingerprint + lookup + align;
@@ -28,28 +29,27 @@ import glob
 import hashlib
 import os
 import shutil
-import sqlite3
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from _machine import machine  # noqa: E402
+from _store import DelegatingStore  # noqa: E402
 
 from dejavu import Dejavu  # noqa: E402
 from dejavu.database.sqlite import SQLiteDatabase  # noqa: E402
 from dejavu.logic.decoder import decode  # noqa: E402
+from dejavu.logic.search import recognize_samples  # noqa: E402
+from dejavu.logic.store import Hits, Store  # noqa: E402
 
 SAMPLE_RATE = 11025
 #: Rows generated (and sorted) at a time while building a database.
 CHUNK_ROWS = 1 << 24
-#: Rows per INSERT statement while building.
-ROWS_PER_INSERT = 100
-Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # hash, song_id, offset (int64)
 
 
 def real_database(workdir: str, files: list[str], keep: bool) -> str:
@@ -64,7 +64,7 @@ def real_database(workdir: str, files: list[str], keep: bool) -> str:
 
 
 def synthetic_rows(real: np.ndarray, n_rows: int, song_ids: tuple[int, int], frames: int,
-                   rng: np.random.Generator) -> Iterator[Rows]:
+                   rng: np.random.Generator) -> Iterator[Hits]:
     """The real rows plus ``n_rows`` synthetic ones, in (hash, song_id, offset) order.
 
     ``real``: shape (n, 3), sorted by hash.  Synthetic rows take song ids in the
@@ -98,51 +98,31 @@ def synthetic_rows(real: np.ndarray, n_rows: int, song_ids: tuple[int, int], fra
         i = j
 
 
-def insert_rows(con: sqlite3.Connection, rows: Rows) -> None:
-    """Append rows (already in key order) to ``fingerprints`` with multi-row INSERTs."""
-    table = np.stack(rows, axis=1)
-    head = 'INSERT INTO fingerprints (hash, song_id, "offset") VALUES '
-    many = head + ", ".join(["(?, ?, ?)"] * ROWS_PER_INSERT)
-    batch = ROWS_PER_INSERT * 10_000
-    full = len(table) // ROWS_PER_INSERT * ROWS_PER_INSERT
-    for start in range(0, full, batch):
-        con.executemany(many, table[start:min(start + batch, full)].reshape(-1, 3 * ROWS_PER_INSERT).tolist())
-    con.executemany(head + "(?, ?, ?)", table[full:].tolist())
-
-
 def build_database(path: str, real_path: str, n_songs: int, song_seconds: float, frame_seconds: float,
-                   rng: np.random.Generator) -> None:
-    """Write ``path``: the real songs of ``real_path`` padded with synthetic songs to ``n_songs``."""
+                   rng: np.random.Generator) -> int:
+    """Write ``path``: the real songs of ``real_path`` padded with synthetic songs to ``n_songs``;
+    return its number of rows."""
     part = path + ".part"
     if os.path.exists(part):
         os.remove(part)
-    store = SQLiteDatabase(part)
-    store.setup()
-    store.close()
-    con = sqlite3.connect(part, isolation_level=None)
-    for pragma in ("journal_mode = OFF", "synchronous = OFF", "locking_mode = EXCLUSIVE", "cache_size = -262144"):
-        con.execute(f"PRAGMA {pragma}")
-    con.execute("ATTACH ? AS real", (real_path,))
-    con.execute("BEGIN")
-    con.execute("INSERT INTO songs SELECT * FROM real.songs")
-    real = np.array(con.execute('SELECT hash, song_id, "offset" FROM real.fingerprints ORDER BY hash').fetchall(),
-                    dtype=np.int64).reshape(-1, 3)
-    (n_real, max_id, rows_per_second), = con.execute(
-        "SELECT COUNT(*), MAX(song_id), SUM(total_hashes) / SUM(duration) FROM real.songs")
+    real_store = SQLiteDatabase(real_path)
+    songs = real_store.get_songs()
+    real = np.array(real_store.query(), dtype=np.int64).reshape(-1, 3)
+    real_store.close()
+    real = real[np.lexsort(real.T[::-1])]  # key order: hash, song_id, offset
+    n_real, max_id = len(songs), max(song["song_id"] for song in songs)
+    rows_per_second = sum(song["total_hashes"] for song in songs) / sum(song["duration"] for song in songs)
     first_id, last_id = max_id + 1, max_id + n_songs - n_real
     n_synth = round((last_id - first_id + 1) * rows_per_second * song_seconds)
-    per_song = np.zeros(last_id + 1, dtype=np.int64)
-    for rows in synthetic_rows(real, n_synth, (first_id, last_id), int(song_seconds / frame_seconds), rng):
-        insert_rows(con, rows)
-        per_song += np.bincount(rows[1], minlength=last_id + 1)
-    con.executemany("INSERT INTO songs (song_id, song_name, fingerprinted, file_sha1, total_hashes, duration) "
-                    "VALUES (?, ?, 1, ?, ?, ?)",
-                    ((i, f"synthetic {i}", hashlib.sha1(b"synthetic %d" % i).digest(), int(per_song[i]),
-                      song_seconds) for i in range(first_id, last_id + 1)))
-    con.execute("COMMIT")
-    con.execute("PRAGMA journal_mode = WAL")
-    con.close()
+    catalogue = [(song["song_id"], song["song_name"], song["file_sha1"], song["duration"]) for song in songs]
+    catalogue += [(i, f"synthetic {i}", hashlib.sha1(b"synthetic %d" % i).hexdigest(), song_seconds)
+                  for i in range(first_id, last_id + 1)]
+    store = SQLiteDatabase(part)
+    rows = store.load_catalogue(
+        catalogue, synthetic_rows(real, n_synth, (first_id, last_id), int(song_seconds / frame_seconds), rng))
+    store.close()
     os.replace(part, path)
+    return rows
 
 
 def sized_database(workdir: str, real_path: str, n_songs: int, args: argparse.Namespace,
@@ -153,36 +133,37 @@ def sized_database(workdir: str, real_path: str, n_songs: int, args: argparse.Na
         print(f"reusing {path}")
         return path
     start = time.perf_counter()
-    build_database(path, real_path, n_songs, args.song_seconds, frame_seconds, rng)
-    with sqlite3.connect(path) as con:
-        (rows,), = con.execute("SELECT SUM(total_hashes) FROM songs")
+    rows = build_database(path, real_path, n_songs, args.song_seconds, frame_seconds, rng)
     print(f"built {path}: {n_songs} songs, {rows:,} rows, {os.path.getsize(path) / 2**30:.1f} GiB "
           f"in {time.perf_counter() - start:.0f} s")
     return path
 
 
-def counting(lookup: Callable[..., Rows], rows: list[int]) -> Callable[..., Rows]:
-    """``lookup`` that also appends, per call, how many rows it returned to ``rows``."""
-    def wrapper(hashes: np.ndarray, song_ids: list[int] | None = None) -> Rows:
-        found = lookup(hashes, song_ids)
-        rows.append(int(found[0].size))
+class CountingStore(DelegatingStore):
+    """The store, noting how many rows each lookup returned (in ``looked_up``)."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.looked_up: list[int] = []
+
+    def return_matches(self, hashes: np.ndarray, song_ids: Sequence[int] | None = None) -> Hits:
+        found = super().return_matches(hashes, song_ids)
+        self.looked_up.append(int(found[0].size))
         return found
-    return wrapper
 
 
 def measure(djv: Dejavu, clips: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
     """Recognize each clip once (after one untimed warm-up query): timings, rows, correct answers."""
-    looked_up: list[int] = []
-    djv.db.return_matches = counting(djv.db.return_matches, looked_up)  # type: ignore[method-assign]
-    djv.recognize_samples(clips[-1][1], SAMPLE_RATE)
+    store = CountingStore(djv.db)
+    recognize_samples(store, djv.cfg, clips[-1][1], SAMPLE_RATE)
     times, lookups, rows, correct = [], [], [], 0
     for name, clip in clips:
-        looked_up.clear()
+        store.looked_up.clear()
         start = time.perf_counter()
-        result = djv.recognize_samples(clip, SAMPLE_RATE)
+        result = recognize_samples(store, djv.cfg, clip, SAMPLE_RATE)
         times.append(time.perf_counter() - start)
         lookups.append(result["query_time"])
-        rows.append(sum(looked_up))
+        rows.append(sum(store.looked_up))
         correct += bool(result["results"]) and result["results"][0]["song_name"] == name
     return {"p50": np.percentile(times, 50) * 1e3, "p95": np.percentile(times, 95) * 1e3,
             "lookup": np.percentile(lookups, 50) * 1e3, "rows": np.percentile(rows, 50), "correct": correct}
@@ -225,7 +206,7 @@ def run(args: argparse.Namespace, files: list[str], workdir: str, built: list[st
     built.append(real_path)
     djv = Dejavu({"database_type": "sqlite", "database": {"path": real_path}})
     frame_seconds = djv.cfg.fingerprint.frame_seconds
-    stats = djv.db.stats()
+    stats = djv.stats()
     djv.close()
     print(f"real songs: {stats['songs']}, {stats['fingerprints'] / stats['audio_seconds']:.1f} rows per audio second")
     rng = np.random.default_rng(1)

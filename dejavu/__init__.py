@@ -7,22 +7,25 @@
     djv.fingerprint_directory("music", [".mp3"])
     djv.recognize(FileRecognizer, "clip.wav")
 
-The ``Dejavu`` facade only wires the configuration to the pipeline stages in
-:mod:`dejavu.logic` (decode → fingerprint → store / match → align) and the store in
-:mod:`dejavu.database`.
+The ``Dejavu`` facade builds the configuration and the store once and hands both to
+the pipeline in :mod:`dejavu.logic` (decode → fingerprint → store / search → results),
+whose functions take ``(store, config)``; stores live in :mod:`dejavu.database`.
 """
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 from dejavu.config import Config, load_config
 from dejavu.exceptions import ConfigError, DatabaseError, DecodeError, DejavuError
+from dejavu.version import __version__
 
 if TYPE_CHECKING:  # numpy is imported by the pipeline stages, when they run
     import numpy as np
 
-__version__ = "1.0.0"
+    from dejavu.logic.ingest import FileOutcome, IngestReport
+    from dejavu.logic.monitor import Segment
 __all__ = ["Dejavu", "DejavuError", "ConfigError", "DatabaseError", "DecodeError", "__version__"]
 
 
@@ -39,7 +42,16 @@ class Dejavu:
         self.cfg = load_config(config)
         self.config = dict(self.cfg.raw)
         self.db = connect(self.cfg.database_type, dict(self.cfg.database))
-        self.limit = self.cfg.fingerprint_limit
+
+    @property
+    def limit(self) -> float | None:
+        """Seconds fingerprinted from the start of each file (None: all); the
+        configuration's ``fingerprint_limit``, which setting this changes."""
+        return self.cfg.fingerprint_limit
+
+    @limit.setter
+    def limit(self, seconds: float | None) -> None:
+        self.cfg = replace(self.cfg, fingerprint_limit=seconds if seconds and seconds > 0 else None)
 
     # ------------------------------------------------------------- songs
     @property
@@ -60,9 +72,13 @@ class Dejavu:
         """Delete songs and their fingerprints; return how many were deleted."""
         return self.db.delete_songs_by_id(song_ids)
 
+    def stats(self) -> dict[str, Any]:
+        """Counts and size of the store: songs, fingerprints, audio_seconds, size_bytes."""
+        return self.db.stats()
+
     # ------------------------------------------------------------- fingerprinting
     def fingerprint_directory(self, path: str, extensions: str | Iterable[str],
-                              nprocesses: int | None = None, progress: bool = False):
+                              nprocesses: int | None = None, progress: bool = False) -> IngestReport:
         """Fingerprint every file under ``path`` whose extension is listed.
 
         ``extensions`` may be ``[".mp3", "wav"]`` or a single string; ``nprocesses``
@@ -76,10 +92,9 @@ class Dejavu:
         if not os.path.isdir(path):
             raise DecodeError(f"{path}: not a directory")
         files = decoder.find_files(path, extensions)
-        report = ingest(self.db, self.cfg, [(f, None) for f, _ in files], nprocesses, progress)
-        return report
+        return ingest(self.db, self.cfg, [(f, None) for f, _ in files], nprocesses, progress)
 
-    def fingerprint_file(self, file_path: str, song_name: str | None = None):
+    def fingerprint_file(self, file_path: str, song_name: str | None = None) -> FileOutcome:
         """Fingerprint one file (``song_name`` defaults to the file name without extension).
 
         Returns the :class:`~dejavu.logic.ingest.FileOutcome`; raises DecodeError if the
@@ -92,17 +107,20 @@ class Dejavu:
             raise DecodeError(report.failed[0].reason)
         return (report.fingerprinted or report.skipped)[0]
 
-    def fingerprint_files(self, paths: Iterable[str], nprocesses: int | None = None, progress: bool = False):
-        """Fingerprint a list of files; returns an IngestReport."""
+    def fingerprint_files(self, paths: Iterable[str], nprocesses: int | None = None, progress: bool = False,
+                          song_names: Sequence[str | None] | None = None) -> IngestReport:
+        """Fingerprint a list of files (named by ``song_names``, default: their file names);
+        returns an IngestReport (failures are in it, not raised)."""
         from dejavu.logic.ingest import ingest
 
-        report = ingest(self.db, self.cfg, [(p, None) for p in paths], nprocesses, progress)
-        return report
+        paths = list(paths)
+        names = list(song_names) if song_names is not None else [None] * len(paths)
+        return ingest(self.db, self.cfg, list(zip(paths, names)), nprocesses, progress)
 
     def generate_fingerprints(self, samples: np.ndarray, Fs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(hashes int64, offsets int32) of float mono ``samples`` at ``Fs`` Hz (stored-side settings)."""
-        from dejavu.logic.decoder import resample
         from dejavu.logic.fingerprint import fingerprint
+        from dejavu.logic.resample import resample
 
         fp = self.cfg.fingerprint
         return fingerprint(resample(samples, Fs or fp.sample_rate, fp.sample_rate), fp)
@@ -114,12 +132,12 @@ class Dejavu:
 
     def recognize_samples(self, samples: np.ndarray, sample_rate: int) -> dict[str, Any]:
         """Recognize float mono audio, shape (n,), at ``sample_rate`` Hz."""
-        from dejavu.logic.recognizer.base import recognize_samples
+        from dejavu.logic.search import recognize_samples
 
-        return recognize_samples(self, samples, sample_rate)
+        return recognize_samples(self.db, self.cfg, samples, sample_rate)
 
     def monitor(self, source: str, window: float | None = None, hop: float | None = None,
-                **options: Any) -> Iterator[Any]:
+                **options: Any) -> Iterator[Segment]:
         """Known songs in a long stream, as :class:`~dejavu.logic.monitor.Segment` objects
         yielded as each one ends.
 
@@ -129,7 +147,7 @@ class Dejavu:
         """
         from dejavu.logic.monitor import monitor
 
-        return monitor(self, source, window, hop, **options)
+        return monitor(self.db, self.cfg, source, window, hop, **options)
 
     def close(self) -> None:
         """Close the database connection."""

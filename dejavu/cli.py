@@ -116,9 +116,7 @@ def _fingerprint(djv: Any, args: argparse.Namespace) -> int:
         if not os.path.exists(target):
             log.error("%s: no such file or directory", target)
             return EXIT_ERROR
-        from dejavu.logic.ingest import ingest
-
-        report = ingest(djv.db, djv.cfg, [(target, args.name)], 1)
+        report = djv.fingerprint_files([target], 1, song_names=[args.name])
     log.info("fingerprinted %d, skipped %d (already in the database), failed %d",
              len(report.fingerprinted), len(report.skipped), len(report.failed))
     return EXIT_OK if report.ok else EXIT_NO_MATCH
@@ -168,7 +166,7 @@ def _check_options(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 
 
 def _list_devices() -> int:
-    from dejavu.logic.recognizer.microphone_recognizer import list_input_devices
+    from dejavu.logic.microphone import list_input_devices
 
     devices = list_input_devices()
     for device in devices:
@@ -225,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 deleted = djv.delete_songs_by_id(args.delete)
                 log.info("deleted %d song(s)", deleted)
                 return EXIT_OK if deleted == len(set(args.delete)) else EXIT_NO_MATCH
-            _emit(djv.db.stats())
+            _emit(djv.stats())
             return EXIT_OK
     except DejavuError as exc:
         log.error("%s", exc)

@@ -64,6 +64,14 @@ class FingerprintConfig:
         """Duration of one hop in seconds (the unit of offsets)."""
         return self.hop_size / self.sample_rate
 
+    def frames_to_seconds(self, frames: Any) -> Any:
+        """Frames (a number or a numpy array) → seconds: the one conversion of offsets."""
+        return frames * self.frame_seconds
+
+    def seconds_to_frames(self, seconds: float) -> int:
+        """Seconds → whole frames (rounded to nearest)."""
+        return int(round(seconds / self.frame_seconds))
+
     def validate(self) -> None:
         """Raise ConfigError if the parameters cannot work together."""
         for f in fields(self):
@@ -92,7 +100,12 @@ class FingerprintConfig:
 
 @dataclass(frozen=True)
 class MatchingConfig:
-    """Parameters of offset alignment and the no-match decision."""
+    """Parameters of offset alignment and the no-match decision.
+
+    The quick pass's sample size and its small-store cut-off are named constants of
+    :mod:`dejavu.logic.search` (``QUICK_SAMPLE``, ``QUICK_MIN_ROWS``); the stricter rule of
+    extra tries is :func:`dejavu.logic.matching.stricter`.
+    """
 
     topn: int = 2                     # results returned at most
     min_aligned: int = 12             # aligned hash matches a result needs at least, and at
@@ -161,7 +174,12 @@ class MicrophoneConfig:
 
 @dataclass(frozen=True)
 class MonitorConfig:
-    """Continuous monitoring: a window slid over a stream, windows merged into segments."""
+    """Continuous monitoring: a window slid over a stream, windows merged into segments.
+
+    How dense aligned hashes must be to count for a segment and how far a new segment
+    is traced back are named constants of :mod:`dejavu.logic.monitor` (``DENSE_SECONDS``,
+    ``DENSE_HASHES``, ``LOOKBACK_SECONDS``, ``MAX_GAP_SECONDS``).
+    """
 
     window_seconds: float = 10.0      # audio recognized at a time
     hop_seconds: float = 5.0          # step between windows (<= window_seconds)

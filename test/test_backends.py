@@ -1,6 +1,6 @@
 """The store contract, run the same on every backend: SQLite, PostgreSQL, MySQL/MariaDB.
 
-PostgreSQL and MariaDB are real throwaway servers (test/servers.py) started once per
+PostgreSQL and MariaDB are real throwaway servers (dejavu.testing) started once per
 session; a server backend is skipped only when its binaries are not installed.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dejavu import Dejavu
 from dejavu.database import BaseDatabase, connect
 from dejavu.exceptions import ConfigError, DatabaseError
 from dejavu.logic.recognizer.file_recognizer import FileRecognizer
-from servers import Server, mariadb_available, postgres_available, start_mariadb, start_postgres
+from dejavu.testing import Server, mariadb_available, postgres_available, start_mariadb, start_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_postgres = pytest.mark.skipif(not postgres_available(), reason="PostgreSQL server binaries not installed")
@@ -264,7 +264,7 @@ def test_connect_errors_are_one_line(request: pytest.FixtureRequest, backend: st
 
 
 def _closed_port() -> int:
-    from servers import free_port
+    from dejavu.testing import free_port
 
     return free_port()
 

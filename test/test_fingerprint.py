@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dejavu.config import FingerprintConfig
-from dejavu.logic.fingerprint import concat, fingerprint, fingerprint_stream, frames_to_seconds
+from dejavu.logic.fingerprint import concat, fingerprint, fingerprint_stream
 from dejavu.logic.hashing import PairHasher, hash_pairs, pair_peaks, sha1_hash, sha1_hashes
 from dejavu.logic.peaks import find_peaks
 from dejavu.logic.spectrogram import n_frames, power_spectrogram, spectrogram, to_db
@@ -178,7 +178,7 @@ def test_delay_by_whole_frames_shifts_offsets_only():
     a = set(zip(h1.tolist(), (o1 + shift).tolist()))
     b = set(zip(h2.tolist(), o2.tolist()))
     assert len(a & b) >= 0.9 * len(a)
-    assert frames_to_seconds(shift, CFG) == pytest.approx(shift * 256 / 11025)
+    assert CFG.frames_to_seconds(shift) == pytest.approx(shift * 256 / 11025)
 
 
 def test_density_is_bounded_and_silence_gives_nothing():

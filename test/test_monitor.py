@@ -134,10 +134,10 @@ def test_segments_come_out_while_the_stream_is_read(show, demo_djv):
 
     path, truth = show
     audio = _read_wav(path)
-    from dejavu.logic.decoder import resample
+    from dejavu.logic.resample import resample
 
     samples = resample(audio, RATE, demo_djv.cfg.fingerprint.sample_rate)
-    mon = Monitor(demo_djv)
+    mon = Monitor(demo_djv.db, demo_djv.cfg)
     first_seen = {}
     for i in range(0, samples.size, 4096):
         for seg in mon.feed(samples[i:i + 4096]):

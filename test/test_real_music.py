@@ -69,11 +69,11 @@ def test_the_quick_pass_answers_exactly_as_a_full_lookup(corpus_djv, tmp_path, m
     """Clips are recognized from a sample of their hashes and rescored: the results equal
     those of looking every query hash up (``quick_pass`` off), and unknown songs stay unknown."""
     from dejavu import Dejavu
-    from dejavu.logic.recognizer import base
+    from dejavu.logic import search
     from dejavu.logic.recognizer.file_recognizer import FileRecognizer
 
     djv, known, unknown = corpus_djv
-    monkeypatch.setattr(base, "QUICK_MIN_ROWS", 0)  # a 9-song store is below the size where it pays
+    monkeypatch.setattr(search, "QUICK_MIN_ROWS", 0)  # a 9-song store is below the size where it pays
     full = Dejavu({**djv.config, "matching": {"quick_pass": False}})
     rescored = []
     lookup = djv.db.return_matches
@@ -106,7 +106,7 @@ def test_decoder_paths_agree(corpus, tmp_path, monkeypatch):
         files[name] = cut(source, tmp_path / f"{name}.mp3", 10.0, 40.0, *args)
     cfg = FingerprintConfig()
     for name, path in files.items():
-        assert (decoder._mpg123_command(str(path), cfg.sample_rate) is None) == (name == "48 kHz"), name
+        assert (decoder.mpg123_command(str(path), cfg.sample_rate) is None) == (name == "48 kHz"), name
         fast = decoder.decode(str(path), cfg.sample_rate)
         fast_limited = decoder.decode(str(path), cfg.sample_rate, limit=3.3)
         monkeypatch.setenv(decoder.ENV_DECODER, "ffmpeg")

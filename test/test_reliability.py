@@ -1,7 +1,7 @@
 """Reliability (issue 8): crash-safe ingest, bad input handled, nothing lost.
 
 Everything runs the real CLI in subprocesses against real stores: SQLite files and a
-throwaway PostgreSQL server (test/servers.py; its tests are skipped only when the
+throwaway PostgreSQL server (dejavu.testing; its tests are skipped only when the
 server binaries are not installed).  The bad-file corpus is built by test/badfiles.py.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from dejavu.database import BaseDatabase, connect
 from dejavu.demo import synth_song, write_wav
 from dejavu.logic.ingest import fingerprint_one
 from dejavu.logic.recognizer.file_recognizer import FileRecognizer
-from servers import Server, postgres_available, start_postgres
+from dejavu.testing import Server, postgres_available, start_postgres
 
 log = logging.getLogger(__name__)
 
@@ -345,11 +345,11 @@ def test_silence_and_too_short_queries_are_no_match(demo_djv, demo_dir, tmp_path
 def test_streamed_file_recognition_equals_whole_file(demo_djv, demo_dir, tmp_path):
     """FileRecognizer streams the file; the answer is that of the decoded whole."""
     from dejavu.logic.decoder import decode
-    from dejavu.logic.recognizer.base import recognize_samples
+    from dejavu.logic.search import recognize_samples
 
     clip = cut(demo_dir / "songs" / "under_score_song.wav", tmp_path / "clip.mp3", 2.5, 14.0)
     streamed = demo_djv.recognize(FileRecognizer, str(clip))
-    whole = recognize_samples(demo_djv, decode(str(clip), 11025), 11025)
+    whole = recognize_samples(demo_djv.db, demo_djv.cfg, decode(str(clip), 11025), 11025)
     assert streamed["results"] and streamed["results"] == whole["results"]
 
 

@@ -1,4 +1,4 @@
-"""Tests for the throwaway PostgreSQL / MariaDB servers of test/servers.py."""
+"""Tests for the throwaway PostgreSQL / MariaDB servers of dejavu.testing."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from servers import (
+from dejavu.testing import (
     Server,
     ServerError,
     mariadb_available,

@@ -30,18 +30,13 @@ from typing import Any, ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from dejavu.exceptions import ConfigError, DatabaseError
+from dejavu.exceptions import ConfigError, DatabaseError, DatabaseUnavailableError
+from dejavu.logic.store import Hits
 
 log = logging.getLogger(__name__)
 
 SONG_COLUMNS = ("song_id", "song_name", "file_sha1", "total_hashes", "duration", "date_created")
-#: Hits as (hash, song_id, offset) int64 arrays of equal length.
-Hits = tuple[np.ndarray, np.ndarray, np.ndarray]
-
-
-class DatabaseUnavailableError(DatabaseError):
-    """The database server cannot be reached, or the connection to it was lost;
-    nothing of the failed transaction was stored, and trying again later may succeed."""
+__all__ = ["BaseDatabase", "ServerDatabase", "DatabaseUnavailableError", "Hits", "SONG_COLUMNS", "hex_to_int64"]
 
 
 def hex_to_int64(h: str) -> int:
@@ -63,7 +58,8 @@ def _song_rows(hashes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 class BaseDatabase(ABC):
-    """A fingerprint store. Subclasses implement the dialect hooks marked abstract."""
+    """A fingerprint store (it implements :class:`dejavu.logic.store.Store`).
+    Subclasses implement the dialect hooks marked abstract."""
 
     type: ClassVar[str] = ""
     #: DB-API placeholder of the driver ("?" or "%s").

@@ -3,8 +3,10 @@
 ffmpeg does the decoding, down-mixing and resampling in one streamed pass (no
 intermediate WAV, no whole-file buffers), so long files cost bounded memory.  MP3
 files whose rate is 1, 2 or 4 times the target rate are decoded by mpg123 instead
-when it is installed (2.4x less CPU, the same fingerprints; see :func:`_mpg123_command`).
-Arrays that are already in memory (microphone, tests) go through :func:`resample`.
+when it is installed (2.4x less CPU, the same fingerprints; see :func:`mpg123_command`).
+PCM arrays already in memory (microphone) become float32 mono with :func:`to_mono_float`;
+their rate is changed by :mod:`dejavu.logic.resample` (``resample`` and ``stretch``
+are re-exported here, where they used to live).
 """
 from __future__ import annotations
 
@@ -18,16 +20,27 @@ import re
 import shutil
 import stat
 import subprocess
-from fractions import Fraction
 from typing import IO, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from dejavu.exceptions import DecodeError
+from dejavu.logic.resample import finite, resample, stretch
+
+__all__ = [
+    "INGEST_BLOCK_SECONDS", "QUERY_BLOCK_SECONDS", "STREAM_BLOCK_SECONDS", "DECODE_BLOCK_SECONDS", "ENV_DECODER",
+    "unique_hash", "normalize_extensions", "find_files", "get_audio_name_from_path", "clean_text", "check_file",
+    "mp3_layout", "ffmpeg_command", "mpg123_command", "stream", "decode", "to_mono_float", "resample", "stretch",
+]
 
 log = logging.getLogger(__name__)
 
 _BYTES_PER_SAMPLE = 4  # float32
+#: Seconds of audio per decoded block, by use (memory stays bounded by one block):
+INGEST_BLOCK_SECONDS = 30.0   # fingerprinting a file for the store
+QUERY_BLOCK_SECONDS = 10.0    # recognizing a file (and the default of :func:`stream`)
+STREAM_BLOCK_SECONDS = 1.0    # monitoring a stream: small blocks keep segments timely
+DECODE_BLOCK_SECONDS = 60.0   # :func:`decode`, which keeps the whole signal anyway
 #: Set to ``ffmpeg`` to decode MP3 files with ffmpeg even where mpg123 is installed.
 ENV_DECODER = "DEJAVU_DECODER"
 #: MPEG audio sample rates by the header's version bits (3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5).
@@ -96,8 +109,11 @@ def _ffmpeg() -> str:
     return exe
 
 
-def _ffmpeg_command(source: str, sample_rate: int, limit: float | None,
-                    input_args: Sequence[str] = ()) -> list[str]:
+def ffmpeg_command(source: str, sample_rate: int, limit: float | None,
+                   input_args: Sequence[str] = ()) -> list[str]:
+    """The ffmpeg command decoding ``source`` (a path, a URL, or ``"-"`` for standard
+    input) to float32 mono at ``sample_rate`` on its stdout: its first ``limit`` seconds
+    (None = all), ``input_args`` before ``-i``.  DecodeError if ffmpeg is not installed."""
     cmd = [_ffmpeg(), "-hide_banner", "-loglevel", "error", *(["-nostdin"] if source != "-" else []),
            *input_args, "-i", "pipe:0" if source == "-" else source,
            "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(sample_rate)]
@@ -167,7 +183,7 @@ def mp3_layout(path: str) -> tuple[int, int] | None:
     return _MPEG_RATES[version][rate], 1 if frame[3] >> 6 == 3 else 2
 
 
-def _mpg123_command(source: str, sample_rate: int) -> tuple[list[str], float] | None:
+def mpg123_command(source: str, sample_rate: int) -> tuple[list[str], float] | None:
     """An mpg123 command decoding the MP3 file ``source`` to float32 mono at
     ``sample_rate``, and the gain that matches ffmpeg's levels; None where ffmpeg must do it.
 
@@ -189,7 +205,7 @@ def _mpg123_command(source: str, sample_rate: int) -> tuple[list[str], float] | 
     return cmd, math.sqrt(2) if channels == 2 else 1.0
 
 
-def stream(source: str, sample_rate: int, *, block_seconds: float = 10.0,
+def stream(source: str, sample_rate: int, *, block_seconds: float = QUERY_BLOCK_SECONDS,
            limit: float | None = None, input_args: Sequence[str] = (),
            stdin: IO[bytes] | None = None) -> Iterator[np.ndarray]:
     """Yield consecutive float32 mono blocks of ``source`` at ``sample_rate`` Hz.
@@ -202,7 +218,7 @@ def stream(source: str, sample_rate: int, *, block_seconds: float = 10.0,
     if source != "-" and "://" not in source:
         check_file(source)
     block_samples = max(1, int(block_seconds * sample_rate))
-    fast = None if input_args else _mpg123_command(source, sample_rate)
+    fast = None if input_args else mpg123_command(source, sample_rate)
     if fast is not None:
         samples = None if limit is None else max(0, math.ceil(limit * sample_rate - 1e-6))  # as ffmpeg's -t
         blocks = _blocks(fast[0], subprocess.DEVNULL, block_samples, samples, "=f4", source)
@@ -215,7 +231,7 @@ def stream(source: str, sample_rate: int, *, block_seconds: float = 10.0,
             for block in itertools.chain([first], blocks):
                 yield block * gain if gain != 1 else block
             return
-    yield from _blocks(_ffmpeg_command(source, sample_rate, limit, input_args),
+    yield from _blocks(ffmpeg_command(source, sample_rate, limit, input_args),
                        stdin if source == "-" else subprocess.DEVNULL, block_samples, None, "<f4", source)
 
 
@@ -240,12 +256,12 @@ def _blocks(cmd: list[str], stdin: IO[bytes] | int | None, block_samples: int, m
                 left -= len(chunk)
             if len(pending) >= block_bytes:
                 total += len(pending)
-                yield _finite(np.frombuffer(pending, dtype=dtype).astype(np.float32))
+                yield finite(np.frombuffer(pending, dtype=dtype).astype(np.float32))
                 pending = b""
         usable = len(pending) - len(pending) % _BYTES_PER_SAMPLE
         if usable:
             total += usable
-            yield _finite(np.frombuffer(pending[:usable], dtype=dtype).astype(np.float32))
+            yield finite(np.frombuffer(pending[:usable], dtype=dtype).astype(np.float32))
         if left is not None and left <= 0:
             return  # the limit is reached: the decoder is stopped below
         stderr = proc.stderr.read()
@@ -262,75 +278,16 @@ def _blocks(cmd: list[str], stdin: IO[bytes] | int | None, block_samples: int, m
         proc.stderr.close()
 
 
-def _finite(samples: np.ndarray) -> np.ndarray:
-    """Float input can hold NaN or ±Inf samples (corrupt data): those become 0 / ±1
-    (in a copy), instead of spoiling every spectrogram frame they touch."""
-    if np.isfinite(samples).all():
-        return samples
-    return np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
-
-
 def decode(source: str, sample_rate: int, limit: float | None = None) -> np.ndarray:
     """The whole of ``source`` (or its first ``limit`` seconds) as float32 mono, shape (n,).
 
     Raises DecodeError if the file holds no audio.
     """
-    blocks = list(stream(source, sample_rate, block_seconds=60.0, limit=limit))
+    blocks = list(stream(source, sample_rate, block_seconds=DECODE_BLOCK_SECONDS, limit=limit))
     samples = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
     if samples.size == 0:
         raise DecodeError(f"{source}: contains no audio samples")
     return samples
-
-
-def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """Resample float samples, shape (n,) at ``from_rate`` Hz → shape (m,) at ``to_rate`` Hz
-    (NaN/±Inf samples read as 0/±1)."""
-    samples = _finite(np.asarray(samples, dtype=np.float32))
-    if from_rate == to_rate:
-        return samples
-    return _resample_ratio(samples, Fraction(int(to_rate), int(from_rate)))
-
-
-def _resample_ratio(x: np.ndarray, ratio: Fraction) -> np.ndarray:
-    """Band-limited resampling of float32 shape (n,) to shape (≈ n·ratio,).
-
-    Queries (up to ``_FOURIER_MAX`` samples) use the Fourier method: one FFT, the
-    spectrum cut or zero-padded, one inverse FFT; numpy only, so a query does not pay
-    the ~1 s import of scipy.signal.  Longer inputs use scipy's polyphase filter, whose
-    memory does not grow with an FFT of the whole signal.
-    """
-    if x.size > _FOURIER_MAX:
-        from scipy.signal import resample_poly
-
-        return resample_poly(x, ratio.numerator, ratio.denominator).astype(np.float32)
-    m = int(round(x.size * ratio))
-    if x.size == 0 or m == 0:
-        return np.zeros(m, dtype=np.float32)
-    # Zero-pad to q·s samples (s 5-smooth), so both transforms (q·s and p·s points) are fast.
-    q = ratio.denominator
-    padded = q * _smooth(-(-x.size // q))
-    spectrum = np.fft.rfft(x, padded)
-    out_size = padded // q * ratio.numerator
-    kept = np.zeros(out_size // 2 + 1, dtype=spectrum.dtype)
-    n = min(kept.size, spectrum.size)
-    kept[:n] = spectrum[:n]
-    return (np.fft.irfft(kept, out_size)[:m] * float(ratio)).astype(np.float32)
-
-
-def _smooth(n: int) -> int:
-    """The smallest integer ≥ n whose only prime factors are 2, 3 and 5."""
-    while True:
-        k = n
-        for p in (2, 3, 5):
-            while k % p == 0:
-                k //= p
-        if k == 1:
-            return n
-        n += 1
-
-
-_FOURIER_MAX = 2 ** 23
-"""Longest input (samples, ~3 min at 44.1 kHz) resampled with one FFT."""
 
 
 def to_mono_float(data: np.ndarray) -> np.ndarray:
@@ -342,9 +299,3 @@ def to_mono_float(data: np.ndarray) -> np.ndarray:
         data = (data.astype(np.float32) - (0 if data.dtype.kind == "i" else scale)) / scale
     data = data.astype(np.float32, copy=False)
     return data.mean(axis=1, dtype=np.float32) if data.ndim == 2 else data
-
-
-def stretch(samples: np.ndarray, factor: float) -> np.ndarray:
-    """Undo a playback-speed change: audio played ``factor`` times too fast, shape (n,),
-    becomes shape (≈ n·factor,) with pitch and tempo restored (at the same rate)."""
-    return _resample_ratio(np.asarray(samples, dtype=np.float32), Fraction(factor).limit_denominator(100))

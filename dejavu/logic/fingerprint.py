@@ -19,16 +19,6 @@ from dejavu.logic.spectrogram import n_frames, power_spectrogram
 Hashes = tuple[np.ndarray, np.ndarray]  # (hashes int64 (m,), offsets int32 (m,))
 
 
-def frames_to_seconds(frames: float | np.ndarray, cfg: FingerprintConfig) -> float | np.ndarray:
-    """Offsets in frames → seconds (a frame is one hop at the fingerprint rate)."""
-    return frames * cfg.hop_size / cfg.sample_rate
-
-
-def seconds_to_frames(seconds: float, cfg: FingerprintConfig) -> int:
-    """Seconds → whole frames (rounded to nearest)."""
-    return int(round(seconds * cfg.sample_rate / cfg.hop_size))
-
-
 class StreamFingerprinter:
     """Incremental fingerprinting of one continuous signal at ``cfg.sample_rate``.
 

@@ -17,11 +17,10 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 import numpy as np
 
 from dejavu.config import Config
-from dejavu.database import BaseDatabase
-from dejavu.database.base import DatabaseUnavailableError
-from dejavu.exceptions import DejavuError
+from dejavu.exceptions import DatabaseUnavailableError, DejavuError
 from dejavu.logic import decoder
 from dejavu.logic.fingerprint import concat, fingerprint_stream
+from dejavu.logic.store import NewSong, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -92,7 +91,8 @@ def fingerprint_one(path: str, song_name: str | None, cfg: Config) -> FileOutcom
         if sha1 in _known_sha1s:
             return FileOutcome(path, "skipped", name, sha1, reason="already fingerprinted")
         fp = cfg.fingerprint
-        blocks = decoder.stream(path, fp.sample_rate, block_seconds=30.0, limit=cfg.fingerprint_limit)
+        blocks = decoder.stream(path, fp.sample_rate, block_seconds=decoder.INGEST_BLOCK_SECONDS,
+                                limit=cfg.fingerprint_limit)
         counted = _Counter(blocks)
         hashes, offsets = concat(fingerprint_stream(counted, fp))
         if counted.samples == 0:
@@ -153,9 +153,9 @@ def retrying(action: Callable[..., T], *args: Any) -> T:
     return action(*args)
 
 
-def store(db: BaseDatabase, outcomes: list[FileOutcome]) -> list[FileOutcome]:
+def store(db: Store, outcomes: list[FileOutcome]) -> list[FileOutcome]:
     """Write fingerprinted files' songs and hashes in one transaction (DatabaseError propagates)."""
-    ids = db.store_songs([(o.song_name, o.file_sha1, o.hashes, o.offsets, o.duration) for o in outcomes])
+    ids = db.store_songs([NewSong(o.song_name, o.file_sha1, o.hashes, o.offsets, o.duration) for o in outcomes])
     for outcome, song_id in zip(outcomes, ids):
         if song_id is None:
             outcome.status, outcome.reason = "skipped", "already fingerprinted"
@@ -165,7 +165,7 @@ def store(db: BaseDatabase, outcomes: list[FileOutcome]) -> list[FileOutcome]:
     return outcomes
 
 
-def ingest(db: BaseDatabase, cfg: Config, tasks: list[tuple[str, str | None]],
+def ingest(db: Store, cfg: Config, tasks: list[tuple[str, str | None]],
            nprocesses: int | None = None, progress: bool = False) -> IngestReport:
     """Fingerprint and store files, ``nprocesses`` at a time; report per file.
 

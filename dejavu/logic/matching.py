@@ -15,11 +15,12 @@ several runner-ups estimates chance more steadily than the single next song.  A
 candidate is reported only if its score is at least ``min_aligned`` and at least
 ``min_aligned_share`` × the number of query hashes (long queries pile up larger chance
 scores), AND at least ``margin_ratio`` × its chance level + ``min_margin``; so an
-unknown clip, whose best songs are all alike, returns nothing.
+unknown clip, whose best songs are all alike, returns nothing.  That rule is
+:func:`accepts`, one pure function that the calibration bench measures too.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -144,6 +145,34 @@ def song_scores(query_hashes: np.ndarray, query_offsets: np.ndarray, hit_hashes:
     return usong[song_start], best, hits, offsets
 
 
+def accepts(ranked: np.ndarray, query_hashes: int | np.ndarray, rule: MatchingConfig) -> np.ndarray:
+    """The no-match rule: does the first of ``ranked`` stand convincingly above chance?
+
+    Parameters
+    ----------
+    ranked : np.ndarray [shape=(..., k)], best-window scores of one query's songs sorted
+        descending (songs beyond the last count 0)
+    query_hashes : number of hashes of each query, shape (...,) or a scalar
+    rule : the thresholds
+
+    Returns a bool array of shape (...,): the first score is at least ``min_aligned``
+    and ``min_aligned_share`` × ``query_hashes``, and at least ``margin_ratio`` × the
+    chance level (the mean of the next ``chance_songs`` scores) + ``min_margin``.
+    """
+    ranked = np.asarray(ranked, dtype=np.float64)
+    top = ranked[..., 0]
+    chance = ranked[..., 1:1 + rule.chance_songs].sum(axis=-1) / rule.chance_songs
+    floor = np.maximum(rule.min_aligned, rule.min_aligned_share * np.asarray(query_hashes, dtype=np.float64))
+    return (top >= floor) & (top >= rule.margin_ratio * chance + rule.min_margin)
+
+
+def stricter(rule: MatchingConfig) -> MatchingConfig:
+    """The no-match rule for an extra try (a speed-corrected query, a quick first pass):
+    doubled ``min_aligned`` and 1.5 × ``margin_ratio``, since each try is another chance
+    for a random match."""
+    return replace(rule, min_aligned=2 * rule.min_aligned, margin_ratio=1.5 * rule.margin_ratio)
+
+
 def align(query_hashes: np.ndarray, query_offsets: np.ndarray, hit_hashes: np.ndarray,
           hit_song_ids: np.ndarray, hit_offsets: np.ndarray, cfg: MatchingConfig) -> list[Candidate]:
     """Align stored hits with the query and return the convincing candidates, best first.
@@ -155,18 +184,17 @@ def align(query_hashes: np.ndarray, query_offsets: np.ndarray, hit_hashes: np.nd
         hash occurs in the query
     cfg : matching parameters
 
-    Returns at most ``cfg.topn`` candidates that pass the no-match decision.
+    Returns at most ``cfg.topn`` candidates that pass :func:`accepts`.
     """
     songs, best, hits, offsets = song_scores(query_hashes, query_offsets, hit_hashes, hit_song_ids,
                                              hit_offsets, cfg.offset_tolerance)
-    floor = max(cfg.min_aligned, cfg.min_aligned_share * query_hashes.size)
     ranked = np.argsort(-best, kind="stable")[: cfg.topn + cfg.chance_songs]
+    scores = best[ranked]
     candidates = []
     for k, i in enumerate(ranked[: cfg.topn]):
-        score = int(best[i])
-        runner_up = int(best[ranked[k + 1]]) if k + 1 < ranked.size else 0
-        chance = best[ranked[k + 1: k + 1 + cfg.chance_songs]].sum() / cfg.chance_songs
-        if score < floor or score < cfg.margin_ratio * chance + cfg.min_margin:
+        if not accepts(scores[k:], query_hashes.size, cfg):
             break  # this one and every weaker one are not convincing
-        candidates.append(Candidate(int(songs[i]), int(offsets[i]), score, int(hits[i]), score - runner_up))
+        runner_up = int(scores[k + 1]) if k + 1 < scores.size else 0
+        candidates.append(Candidate(int(songs[i]), int(offsets[i]), int(scores[k]), int(hits[i]),
+                                    int(scores[k]) - runner_up))
     return candidates

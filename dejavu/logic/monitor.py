@@ -16,28 +16,32 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, replace
-from fractions import Fraction
-from typing import IO, TYPE_CHECKING, Any, Iterator, Sequence
+from typing import IO, Any, Iterator, Sequence
 
 import numpy as np
 
+from dejavu.config import Config
 from dejavu.logic import decoder
 from dejavu.logic.fingerprint import StreamFingerprinter
 from dejavu.logic.matching import align
-
-if TYPE_CHECKING:
-    from dejavu import Dejavu
+from dejavu.logic.microphone import Microphone
+from dejavu.logic.results import input_confidence
+from dejavu.logic.store import Hits, Store
 
 log = logging.getLogger(__name__)
 
 #: ``source`` value that monitors the configured microphone.
 MICROPHONE = "mic"
 
-_DENSE_SECONDS = 1.0     # an aligned hash counts for the segment's span only if, within ± this,
-_DENSE_HASHES = 8        # ... at least this many hashes align (a song heard gives ~20-40 per second)
-_BLOCK_SECONDS = 1.0     # decoding block
-_LOOKBACK_SECONDS = 30.0  # hashes kept before the window, to find where a newly seen alignment began
-_MAX_GAP_SECONDS = 2.0   # ... walking back through aligned hashes no further apart than this
+# Fixed parameters of segment tracking (the tunable ones are in config.MonitorConfig).
+#: An aligned hash counts for a segment's span only if, within ± this many seconds, ...
+DENSE_SECONDS = 1.0
+#: ... at least this many hashes align (a song heard gives ~20-40 per second).
+DENSE_HASHES = 8
+#: Seconds of hashes kept before the window, to find where a newly seen alignment began, ...
+LOOKBACK_SECONDS = 30.0
+#: ... walking back through aligned hashes no further apart than this many seconds.
+MAX_GAP_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -81,34 +85,33 @@ class Monitor:
     """Sliding-window recognition of a stream fed block by block.
 
     ``feed(samples)`` takes float32 mono samples at the fingerprint rate
-    (``djv.cfg.fingerprint.sample_rate``) and returns the segments that closed;
+    (``config.fingerprint.sample_rate``) and returns the segments that closed;
     ``flush()`` ends the stream and returns the rest.  ``window``, ``hop`` and
     ``merge_tolerance`` are seconds (None = the ``monitor`` configuration).
     """
 
-    def __init__(self, djv: "Dejavu", window: float | None = None, hop: float | None = None,
+    def __init__(self, store: Store, config: Config, window: float | None = None, hop: float | None = None,
                  merge_tolerance: float | None = None) -> None:
-        cfg = djv.cfg
-        mon = replace(cfg.monitor, **{k: float(v) for k, v in (
+        mon = replace(config.monitor, **{k: float(v) for k, v in (
             ("window_seconds", window), ("hop_seconds", hop),
             ("merge_tolerance_seconds", merge_tolerance)) if v is not None})
         mon.validate()
-        self.djv = djv
-        self.fp = cfg.fingerprint
-        self.frame_seconds = self.fp.frame_seconds
-        self.window = max(1, round(mon.window_seconds / self.frame_seconds))   # frames
-        self.hop = max(1, round(mon.hop_seconds / self.frame_seconds))         # frames
-        self.tolerance = max(1, round(mon.merge_tolerance_seconds / self.frame_seconds))
+        self.store = store
+        self.config = config
+        self.fp = fp = config.fingerprint
+        self.window = max(1, fp.seconds_to_frames(mon.window_seconds))   # frames
+        self.hop = max(1, fp.seconds_to_frames(mon.hop_seconds))         # frames
+        self.tolerance = max(1, fp.seconds_to_frames(mon.merge_tolerance_seconds))
         # Hashes of anchors this many frames before the end of the fed audio are final
         # (peak neighbourhood + ~1 s peak-density block + pairing span), with a margin.
-        self._lag = self.fp.neighborhood_time + self.fp.max_hash_time_delta + 2 * round(1 / self.frame_seconds)
+        self._lag = fp.neighborhood_time + fp.max_hash_time_delta + 2 * fp.seconds_to_frames(1.0)
         self.min_hashes = mon.min_hashes
-        self._dense = round(_DENSE_SECONDS / self.frame_seconds)
-        self._lookback = round(_LOOKBACK_SECONDS / self.frame_seconds)
-        self._max_gap = round(_MAX_GAP_SECONDS / self.frame_seconds)
+        self._dense = fp.seconds_to_frames(DENSE_SECONDS)
+        self._lookback = fp.seconds_to_frames(LOOKBACK_SECONDS)
+        self._max_gap = fp.seconds_to_frames(MAX_GAP_SECONDS)
         # Frame time → stream time: a frame's energy is centred half a window after its start.
-        self._centre = self.fp.window_size / 2 / self.fp.sample_rate
-        self._fingerprinter = StreamFingerprinter(self.fp, query=True)
+        self._centre = fp.window_size / 2 / fp.sample_rate
+        self._fingerprinter = StreamFingerprinter(fp, query=True)
         self._hashes = np.zeros(0, dtype=np.int64)
         self._offsets = np.zeros(0, dtype=np.int64)
         self._next = 0                 # index of the next window
@@ -200,19 +203,18 @@ class Monitor:
         best alignment opens a new track only when no open track of the song continues.
         Other open tracks go on if their alignment still explains ``min_aligned`` hashes.
         """
-        djv = self.djv
         hit_h, hit_s, hit_o = self._lookup(q_h)
         if not hit_h.size:
             return set()
         rel = (q_o - start).astype(np.int32)
-        candidates = align(q_h, rel, hit_h, hit_s, hit_o, djv.cfg.matching)
-        min_aligned = int(getattr(djv.cfg.matching, "min_aligned", 5))
+        candidates = align(q_h, rel, hit_h, hit_s, hit_o, self.config.matching)
+        min_aligned = self.config.matching.min_aligned
         seen: set[int] = set()
         for c in candidates:
             shift = c.offset - start          # song frame = stream frame + shift
             best = self._aligned_frames(q_h, q_o, hit_h, hit_s, hit_o, c.song_id, shift)
             log.debug("window %.1f s: song %d shift %d score %d (%d aligned hashes, %d hits, %d hashes)",
-                      start * self.frame_seconds, c.song_id, shift, c.score, best.size, c.hits, q_h.size)
+                      self.fp.frames_to_seconds(start), c.song_id, shift, c.score, best.size, c.hits, q_h.size)
             if best.size < min_aligned:
                 continue
             continued = False
@@ -232,8 +234,8 @@ class Monitor:
                 self._extend(track, best, shift, end)
                 self._backfill(track, start)
                 seen.add(id(track))
-                log.debug("window %.1f s: song %d at shift %d (new, from %.1f s)", start * self.frame_seconds,
-                          c.song_id, shift, track.first * self.frame_seconds)
+                log.debug("window %.1f s: song %d at shift %d (new, from %.1f s)", self.fp.frames_to_seconds(start),
+                          c.song_id, shift, self.fp.frames_to_seconds(track.first))
         # An open track needs less evidence to go on than a new song to be declared: windows
         # holding two songs may pass no match decision, yet each song still aligns there.
         for track in self._tracks:
@@ -244,13 +246,13 @@ class Monitor:
                     seen.add(id(track))
         return seen
 
-    def _lookup(self, q_h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``db.return_matches(q_h)``, querying only hashes the previous window did not have."""
+    def _lookup(self, q_h: np.ndarray) -> Hits:
+        """``store.return_matches(q_h)``, querying only hashes the previous window did not have."""
         wanted = np.unique(q_h)
         known = np.isin(wanted, self._cached_hashes, assume_unique=True)
         c_h, c_s, c_o = self._cached_hits
         reuse = np.isin(c_h, wanted[known])
-        new = self.djv.db.return_matches(wanted[~known]) if not known.all() else (c_h[:0], c_s[:0], c_o[:0])
+        new = self.store.return_matches(wanted[~known]) if not known.all() else (c_h[:0], c_s[:0], c_o[:0])
         hits = tuple(np.concatenate([old[reuse], fresh]) for old, fresh in zip(self._cached_hits, new))
         self._cached_hashes, self._cached_hits = wanted, hits
         return hits  # type: ignore[return-value]
@@ -263,7 +265,7 @@ class Monitor:
         if not before.any():
             return
         q_h, q_o = self._hashes[before], self._offsets[before]
-        hits = self.djv.db.return_matches(q_h, song_ids=[track.song_id])
+        hits = self.store.return_matches(q_h, song_ids=[track.song_id])
         frames = self._aligned_frames(q_h, q_o, *hits, track.song_id, track.shift)
         first, added = track.first, 0
         for frame in frames[::-1]:
@@ -298,11 +300,11 @@ class Monitor:
         count = np.searchsorted(qh, s_h, side="right") - left
         rows = np.repeat(np.arange(s_h.size), count)
         qidx = np.repeat(left - np.cumsum(count) + count, count) + np.arange(rows.size)
-        ok = np.abs(s_o[rows] - qo[qidx] - shift) <= self.djv.cfg.matching.offset_tolerance
+        ok = np.abs(s_o[rows] - qo[qidx] - shift) <= self.config.matching.offset_tolerance
         frames = np.sort(qo[np.unique(qidx[ok])])   # one entry per matching query hash
         around = np.searchsorted(frames, frames + self._dense, side="right") - \
             np.searchsorted(frames, frames - self._dense, side="left")
-        return frames[around >= _DENSE_HASHES]
+        return frames[around >= DENSE_HASHES]
 
     # ----------------------------------------------------------------- segments
     def _close(self, track: _Track) -> list["Segment"]:
@@ -323,107 +325,31 @@ class Monitor:
         song = self._song(track.song_id)
         if song is None:
             return []
-        fs = self.frame_seconds
-        start = track.first * fs + self._centre
+        start = self.fp.frames_to_seconds(track.first) + self._centre
         # The last aligned anchor is followed by its paired peak(s) before the song ends.
-        end = track.last * fs + self._centre + self._pair_span()
-        total = max(int(song.get("total_hashes") or 0), 1)
-        duration = float(song.get("duration") or 0.0)
-        expected = total * min(1.0, (end - start) / duration) if duration > 0 else total
+        end = self.fp.frames_to_seconds(track.last) + self._centre + self._pair_span()
         segment = Segment(
             start_seconds=round(start, 2), end_seconds=round(end, 2), song_id=track.song_id,
             song_name=str(song["song_name"]),
-            offset_seconds=round(max(0.0, (track.first + track.shift) * fs), 3),
-            confidence=round(min(1.0, track.matched / max(expected, 1.0)), 2),
+            offset_seconds=round(max(0.0, self.fp.frames_to_seconds(track.first + track.shift)), 3),
+            confidence=input_confidence(track.matched, song, end - start),
             hashes_matched=track.matched)
         log.debug("closed %s (%d windows, best %d)", segment, track.windows, track.best_score)
         return [segment]
 
     def _pair_span(self) -> float:
         """Typical seconds between a hash's anchor and its paired peak (stored side)."""
-        per_second = float(getattr(self.fp, "peaks_per_second", 12.0))
-        fan = int(getattr(self.fp, "fan_value", 5))
-        return min(self.fp.max_hash_time_delta * self.frame_seconds, (fan + 1) / 2 / max(per_second, 1e-9))
+        fp = self.fp
+        return min(fp.frames_to_seconds(fp.max_hash_time_delta), (fp.fan_value + 1) / 2 / fp.peaks_per_second)
 
     def _song(self, song_id: int) -> dict[str, Any] | None:
         if song_id not in self._songs:
-            self._songs.update(self.djv.db.get_songs_by_ids([song_id]))
+            self._songs.update(self.store.get_songs_by_ids([song_id]))
         return self._songs.get(song_id)
 
 
-class _StreamResampler:
-    """Rational resampling of a stream block by block, equal (to float rounding) to
-    resampling the whole signal with ``scipy.signal.resample_poly``."""
-
-    def __init__(self, from_rate: int, to_rate: int) -> None:
-        ratio = Fraction(int(to_rate), int(from_rate))
-        self.up, self.down = ratio.numerator, ratio.denominator
-        # Input samples the anti-alias filter reaches on each side, rounded up to whole `down`s.
-        reach = 10 * max(self.up, self.down) // self.up + 2
-        self.pad = -(-reach // self.down) * self.down
-        self._buf = np.zeros(self.pad, dtype=np.float32)   # starts with the zeros before t = 0
-        self._buf_start = -self.pad                          # input index of _buf[0]
-        self._done = 0                                       # input samples already output
-        self._total = 0
-
-    def _run(self, stop: int) -> np.ndarray:
-        from scipy.signal import resample_poly
-
-        a = self._done - self.pad - self._buf_start
-        seg = self._buf[a:stop + self.pad - self._buf_start]
-        y = resample_poly(seg, self.up, self.down)
-        first = self.pad * self.up // self.down
-        out = y[first:first + (stop - self._done) * self.up // self.down].astype(np.float32)
-        self._done = stop
-        drop = self._done - self.pad - self._buf_start
-        self._buf, self._buf_start = self._buf[drop:], self._buf_start + drop
-        return out
-
-    def feed(self, block: np.ndarray) -> np.ndarray:
-        """Add input samples; return the output samples now final."""
-        if self.up == self.down:
-            return np.asarray(block, dtype=np.float32)
-        self._buf = np.concatenate([self._buf, np.asarray(block, dtype=np.float32)])
-        self._total += len(block)
-        stop = (self._total - self.pad) // self.down * self.down
-        return self._run(stop) if stop > self._done else np.zeros(0, dtype=np.float32)
-
-    def flush(self) -> np.ndarray:
-        """End of input: the remaining output samples."""
-        if self.up == self.down or self._total <= self._done:
-            return np.zeros(0, dtype=np.float32)
-        stop = -(-self._total // self.down) * self.down
-        self._buf = np.concatenate([self._buf, np.zeros(stop + self.pad - self._buf_start - self._buf.size,
-                                                        dtype=np.float32)])
-        excess = stop * self.up // self.down - -(-self._total * self.up // self.down)
-        out = self._run(stop)
-        return out[:out.size - excess]
-
-
-def microphone_blocks(djv: "Dejavu") -> Iterator[np.ndarray]:
-    """Record from the configured microphone until closed; yield float32 mono blocks at the
-    fingerprint rate."""
-    from dejavu.logic.decoder import to_mono_float
-    from dejavu.logic.recognizer.microphone_recognizer import MicrophoneRecognizer
-
-    rate = djv.cfg.fingerprint.sample_rate
-    mic = MicrophoneRecognizer(djv)
-    resampler: _StreamResampler | None = None
-    pending: list[np.ndarray] = []
-    try:
-        for chunk in mic.listen():
-            if resampler is None:
-                resampler = _StreamResampler(mic.samplerate, rate)
-            pending.append(resampler.feed(to_mono_float(chunk)))
-            if sum(p.size for p in pending) >= rate // 2:   # hand over ~0.5 s at a time
-                yield np.concatenate(pending)
-                pending = []
-    finally:
-        mic.close()
-
-
-def monitor(djv: "Dejavu", source: str, window: float | None = None, hop: float | None = None, *,
-            input_args: Sequence[str] = (), stdin: IO[bytes] | None = None) -> Iterator[Segment]:
+def monitor(store: Store, config: Config, source: str, window: float | None = None, hop: float | None = None,
+            *, input_args: Sequence[str] = (), stdin: IO[bytes] | None = None) -> Iterator[Segment]:
     """Yield the :class:`Segment` of each known song in ``source`` as soon as it ends.
 
     ``source`` is a file path, a URL ffmpeg opens, ``"-"`` (standard input, or
@@ -432,11 +358,12 @@ def monitor(djv: "Dejavu", source: str, window: float | None = None, hop: float 
     ``window``/``hop`` are seconds (None = the ``monitor`` configuration).
     Raises DecodeError / AudioDeviceError if the source cannot be read.
     """
-    mon = Monitor(djv, window, hop)
+    mon = Monitor(store, config, window, hop)
+    rate = config.fingerprint.sample_rate
     if source == MICROPHONE:
-        blocks = microphone_blocks(djv)
+        blocks = Microphone(config.microphone).blocks(rate)
     else:
-        blocks = decoder.stream(source, djv.cfg.fingerprint.sample_rate, block_seconds=_BLOCK_SECONDS,
+        blocks = decoder.stream(source, rate, block_seconds=decoder.STREAM_BLOCK_SECONDS,
                                 input_args=input_args, stdin=stdin)
     interrupted = False
     try:
