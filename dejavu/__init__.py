@@ -42,6 +42,7 @@ class Dejavu:
         self.cfg = load_config(config)
         self.config = dict(self.cfg.raw)
         self.db = connect(self.cfg.database_type, dict(self.cfg.database))
+        self.db.check_settings(self.cfg.fingerprint.stored_settings())
 
     @property
     def limit(self) -> float | None:

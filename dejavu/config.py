@@ -30,6 +30,10 @@ ENV_DATABASE_URL = "DEJAVU_DATABASE_URL"
 ENV_DATABASE_PASSWORD = "DEJAVU_DATABASE_PASSWORD"
 
 DATABASE_TYPES = ("sqlite", "mysql", "postgres")
+#: Fingerprint settings used only when querying (a store does not depend on them).
+QUERY_SIDE = ("query_peaks_per_second", "query_fan_value")
+#: Values of ``fingerprint.key`` (the classes are in dejavu.logic.hashing).
+KEY_KINDS = ("packed", "sha1")
 _TYPE_ALIASES = {"postgresql": "postgres", "mariadb": "mysql", "sqlite3": "sqlite"}
 
 
@@ -58,6 +62,8 @@ class FingerprintConfig:
     min_hash_time_delta: int = 1      # frames, inclusive
     max_hash_time_delta: int = 63     # frames, inclusive (≈ 1.46 s)
     max_hash_freq_delta: int = 120    # bins, |f2 - f1|
+    key: str = "packed"               # pair → key: "packed" (f1, f2 - f1, dt bit fields, 23 bits) or
+                                      # "sha1" (the original's SHA1 of "f1|f2|dt", 64 bits)
 
     @property
     def frame_seconds(self) -> float:
@@ -72,10 +78,19 @@ class FingerprintConfig:
         """Seconds → whole frames (rounded to nearest)."""
         return int(round(seconds / self.frame_seconds))
 
+    def stored_settings(self) -> dict[str, Any]:
+        """``fingerprint.<name>`` → value of every setting that changes stored keys (all but
+        the query-side density): a store records them and refuses other values."""
+        return {f"fingerprint.{f.name}": getattr(self, f.name) for f in fields(self) if f.name not in QUERY_SIDE}
+
     def validate(self) -> None:
         """Raise ConfigError if the parameters cannot work together."""
+        if self.key not in KEY_KINDS:
+            raise ConfigError(f"fingerprint.key must be one of {', '.join(KEY_KINDS)}, got {self.key!r}")
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "key":
+                continue
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ConfigError(f"fingerprint.{f.name} must be a number, got {value!r}")
             if f.type == "int" and not isinstance(value, int):

@@ -399,3 +399,52 @@ def test_reconnects_after_server_restart(request: pytest.FixtureRequest, backend
         assert "\n" not in str(exc)
     assert [s["song_id"] for s in store.get_songs()] == [song_id]  # ... then it reconnects
     store.close()
+
+
+# ------------------------------------------------------------------ format and settings
+def test_store_records_its_format_and_settings_and_refuses_others(config: dict[str, Any], audio: Path,
+                                                                  tmp_path: Path) -> None:
+    """A store keeps the keys of one configuration: opening it with a setting that changes keys
+    is one error naming the setting, stored value and configured value; query-side settings
+    may differ."""
+    song = audio / "songs" / f"{next(iter(SONGS))}.wav"
+    djv = Dejavu(config)
+    djv.fingerprint_file(str(song))
+    djv.close()
+    for section, stored, changed in (("window_size", 1024, 2048), ("hop_size", 256, 128),
+                                     ("sample_rate", 11025, 8000), ("key", "packed", "sha1"),
+                                     ("fan_value", 5, 10)):
+        with pytest.raises(ConfigError) as err:
+            Dejavu({**config, "fingerprint": {section: changed}})
+        assert f"fingerprint.{section} is {stored!r} in the store but {changed!r}" in str(err.value)
+    with Dejavu({**config, "fingerprint": {"query_fan_value": 10}}) as same:
+        assert same.recognize(FileRecognizer, str(song))["results"][0]["song_name"] == song.stem
+        assert same.get_fingerprinted_songs()[0]["source_path"] == str(song.resolve())
+    out = subprocess.run([sys.executable, "-m", "dejavu", "--config", str(_write_config(tmp_path, {
+        **config, "fingerprint": {"hop_size": 512}})), "--recognize", "file", str(song)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "fingerprint.hop_size is 256 in the store" in out.stderr
+
+
+def _write_config(tmp_path: Path, config: dict[str, Any]) -> Path:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_a_store_of_the_previous_format_is_refused(tmp_path: Path) -> None:
+    """A dejavu 1.x SQLite store (songs and fingerprints, no recorded format) gives one line."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE songs (song_id INTEGER PRIMARY KEY, song_name TEXT, fingerprinted INTEGER, "
+                    "file_sha1 BLOB, total_hashes INTEGER, duration REAL, date_created TEXT, date_modified TEXT)")
+        con.execute('CREATE TABLE fingerprints (hash INTEGER, song_id INTEGER, "offset" INTEGER)')
+    with pytest.raises(DatabaseError, match="a store of format 1"):
+        Dejavu({"database": {"path": str(path)}})
+    out = subprocess.run([sys.executable, "-m", "dejavu", "--config", str(_write_config(
+        tmp_path, {"database": {"path": str(path)}})), "--list"], capture_output=True, text=True, cwd=ROOT,
+        timeout=60)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr

@@ -190,3 +190,28 @@ def test_density_is_bounded_and_silence_gives_nothing():
     assert hq.size > h.size                        # the query side is denser
     assert fingerprint(np.zeros(11025 * 5, dtype=np.float32), CFG)[0].size == 0
     assert fingerprint(np.zeros(0, dtype=np.float32), CFG)[0].size == 0
+
+
+def test_packed_keys_are_the_pair_coordinates_and_distinct():
+    """A packed key holds (f1, f2 − f1, Δt) in 23 bits for the defaults and gives them back."""
+    from dejavu.logic.hashing import PackedKeys
+
+    keys = PackedKeys(n_freq=466, max_df=120, max_dt=63)
+    assert keys.bits == 23
+    f1, df, dt = np.meshgrid(np.arange(0, 466, 7), np.arange(-120, 121, 3), np.arange(0, 64), indexing="ij")
+    f1, f2, dt = f1.ravel(), (f1 + df).ravel(), dt.ravel()
+    packed = keys(f1, f2, dt)
+    assert np.unique(packed).size == packed.size and 0 <= packed.min() and packed.max() < 2 ** 23
+    assert all(np.array_equal(a, b) for a, b in zip(keys.unpack(packed), (f1, f2, dt)))
+
+
+def test_packed_and_sha1_keys_index_the_same_pairs():
+    """The two key kinds name the same pairs: one-to-one on a real fingerprint, same offsets."""
+    from dataclasses import replace
+
+    x = _noise_music(20.0, 5)
+    packed, offsets = fingerprint(x, CFG)
+    sha1, sha1_offsets = fingerprint(x, replace(CFG, key="sha1"))
+    assert np.array_equal(offsets, sha1_offsets) and packed.size > 1000
+    pairs = np.unique(np.stack([packed, sha1]), axis=1)
+    assert np.unique(pairs[0]).size == np.unique(pairs[1]).size == pairs.shape[1]

@@ -30,12 +30,13 @@ from typing import Any, ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from dejavu.database import meta
 from dejavu.exceptions import ConfigError, DatabaseError, DatabaseUnavailableError
-from dejavu.logic.store import Hits
+from dejavu.logic.store import Hits, NewSong
 
 log = logging.getLogger(__name__)
 
-SONG_COLUMNS = ("song_id", "song_name", "file_sha1", "total_hashes", "duration", "date_created")
+SONG_COLUMNS = ("song_id", "song_name", "file_sha1", "total_hashes", "duration", "date_created", "source_path")
 __all__ = ["BaseDatabase", "ServerDatabase", "DatabaseUnavailableError", "Hits", "SONG_COLUMNS", "hex_to_int64"]
 
 
@@ -57,6 +58,11 @@ def _song_rows(hashes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return rows
 
 
+def _new_song(song: Sequence[Any]) -> NewSong:
+    """A NewSong from a NewSong or a plain (name, sha1, hashes, offsets, duration[, source]) tuple."""
+    return song if isinstance(song, NewSong) else NewSong(*song)
+
+
 class BaseDatabase(ABC):
     """A fingerprint store (it implements :class:`dejavu.logic.store.Store`).
     Subclasses implement the dialect hooks marked abstract."""
@@ -68,8 +74,10 @@ class BaseDatabase(ABC):
     offset_column: ClassVar[str] = '"offset"'
     #: Largest number of parameters in one statement.
     max_params: ClassVar[int] = 999
-    #: CREATE statements, run in order by setup().
+    #: CREATE statements, run in order by setup() (the meta table is added to them).
     schema: ClassVar[Sequence[str]] = ()
+    #: Statement listing the names of the store's tables.
+    tables_sql: ClassVar[str] = ""
     #: Driver exception classes turned into DatabaseError.
     driver_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     #: Distinct hashes looked up by one statement.
@@ -142,8 +150,8 @@ class BaseDatabase(ABC):
 
     @property
     def sql_insert_song(self) -> str:
-        return self._sql("INSERT INTO songs (song_name, file_sha1, total_hashes, duration, fingerprinted) "
-                         "VALUES (?, ?, ?, ?, 0)")
+        return self._sql("INSERT INTO songs (song_name, file_sha1, total_hashes, duration, source_path, "
+                         "fingerprinted) VALUES (?, ?, ?, ?, ?, 0)")
 
     # ----------------------------------------------------------------- connection
     @property
@@ -218,17 +226,33 @@ class BaseDatabase(ABC):
             return cur.fetchall()
 
     # ----------------------------------------------------------------- schema
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages."""
+        return self.type
+
     def setup(self) -> None:
-        """Create the tables and indexes if they do not exist."""
-        with self.cursor(write=True) as cur:
-            for statement in self.schema:
-                cur.execute(statement)
+        """Create the tables and indexes if they are missing (looking first, so that opening a
+        store another process is writing to does not wait for its write lock), then check the
+        store's format (:mod:`dejavu.database.meta`)."""
+        tables = {str(row[0]).lower() for row in self._fetch(self.tables_sql)}
+        meta.check_previous_format(self, tables)
+        if not {"songs", "fingerprints", meta.META_TABLE} <= tables:
+            with self.cursor(write=True) as cur:
+                for statement in (*self.schema, meta.META_DDL):
+                    cur.execute(statement)
+        meta.check_format(self)
+
+    def check_settings(self, settings: dict[str, Any]) -> None:
+        """Record the fingerprint settings a new store is made with; raise ConfigError naming
+        a setting whose value differs from the recorded one (see FingerprintConfig.stored_settings)."""
+        meta.check_settings(self, settings)
 
     def empty(self) -> None:
-        """Drop every song and fingerprint, then recreate the tables."""
+        """Drop every song, fingerprint and recorded setting, then recreate the tables."""
         with self.cursor(write=True) as cur:
-            cur.execute("DROP TABLE IF EXISTS fingerprints")
-            cur.execute("DROP TABLE IF EXISTS songs")
+            for table in ("fingerprints", "songs", meta.META_TABLE):
+                cur.execute(f"DROP TABLE IF EXISTS {table}")
         self.setup()
 
     # ----------------------------------------------------------------- reading
@@ -348,28 +372,29 @@ class BaseDatabase(ABC):
 
     # ----------------------------------------------------------------- writing
     def store_song(self, song_name: str, file_sha1: str, hashes: np.ndarray, offsets: np.ndarray,
-                   duration: float) -> int | None:
+                   duration: float, source_path: str | None = None) -> int | None:
         """Store a song and all its hashes atomically; return its id.
 
         Returns None (and stores nothing) if a song with this file SHA1 exists.
         """
-        return self.store_songs([(song_name, file_sha1, hashes, offsets, duration)])[0]
+        return self.store_songs([NewSong(song_name, file_sha1, hashes, offsets, duration, source_path)])[0]
 
-    def store_songs(self, songs: Sequence[tuple[str, str, np.ndarray, np.ndarray, float]]) -> list[int | None]:
-        """Store songs (name, file SHA1, hashes, offsets, duration) in one transaction.
+    def store_songs(self, songs: Sequence[NewSong]) -> list[int | None]:
+        """Store songs (:class:`~dejavu.logic.store.NewSong`, or plain tuples of its fields) in one transaction.
 
         Returns their ids.  Several songs per transaction update the hash index once per
         batch (3-5x faster on SQLite than a transaction per song); each song is still all
         or nothing.  If a file SHA1 is stored already (a concurrent ingest), the songs are
         stored one transaction each instead, and that one's id is None.
         """
-        prepared = [(name, sha1, _song_rows(hashes, offsets), float(duration))
-                    for name, sha1, hashes, offsets, duration in songs]
+        prepared = [(song.song_name, song.file_sha1, _song_rows(song.hashes, song.offsets), float(song.duration),
+                      song.source_path) for song in map(_new_song, songs)]
         try:
             with self.cursor(write=True) as cur:
                 ids = []
-                for name, sha1, rows, duration in prepared:
-                    song_id = self._insert_song_returning_id(cur, (name, bytes.fromhex(sha1), len(rows), duration))
+                for name, sha1, rows, duration, source in prepared:
+                    song_id = self._insert_song_returning_id(cur, (name, bytes.fromhex(sha1), len(rows), duration,
+                                                                   source))
                     rows[:, 1] = song_id
                     ids.append(song_id)
                 rows = np.concatenate([p[2] for p in prepared])
@@ -389,7 +414,8 @@ class BaseDatabase(ABC):
     def insert_song(self, song_name: str, file_hash: str, total_hashes: int = 0) -> int:
         """Insert an unfingerprinted song row; return its id (original API)."""
         with self.cursor(write=True) as cur:
-            return self._insert_song_returning_id(cur, (song_name, bytes.fromhex(file_hash), int(total_hashes), 0.0))
+            return self._insert_song_returning_id(cur, (song_name, bytes.fromhex(file_hash), int(total_hashes), 0.0,
+                                                        None))
 
     def insert_hashes(self, song_id: int, hashes: Iterable[tuple[Any, int]], batch_size: int = 1000) -> None:
         """Insert (hash, offset) pairs for a song (original API; hex or int hashes)."""
@@ -466,6 +492,10 @@ class ServerDatabase(BaseDatabase):
         self.password: str | None = opts.pop("password", None)
         self.database = str(opts.pop("database", None) or "dejavu")
         self.extra = opts
+
+    @property
+    def location(self) -> str:
+        return f"{self.type} at {self.host}:{self.port}/{self.database}"
 
     @abstractmethod
     def _open(self) -> Any:

@@ -36,6 +36,7 @@ class MySQLDatabase(ServerDatabase):
     default_port = 3306
     driver_errors = (MySQLdb.Error,)
     hash_table = "JSON_TABLE(?, '$[*]' COLUMNS (value BIGINT PATH '$')) AS q"  # MySQL 8.0.4+, MariaDB 10.6+
+    tables_sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()"
     schema = (
         """CREATE TABLE IF NOT EXISTS songs (
             song_id INT NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -45,7 +46,8 @@ class MySQLDatabase(ServerDatabase):
             total_hashes INT NOT NULL DEFAULT 0,
             duration DOUBLE NOT NULL DEFAULT 0,
             date_created DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
-            date_modified DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP
+            date_modified DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
+            source_path TEXT
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
         """CREATE TABLE IF NOT EXISTS fingerprints (
             hash BIGINT NOT NULL,

@@ -41,6 +41,7 @@ class PostgreSQLDatabase(ServerDatabase):
     default_port = 5432
     driver_errors = (psycopg2.Error,)
     hash_table = "unnest(?::bigint[]) AS q(value)"
+    tables_sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
 
     schema = (
         # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog: one at a time.
@@ -53,7 +54,8 @@ class PostgreSQLDatabase(ServerDatabase):
             total_hashes INTEGER NOT NULL DEFAULT 0,
             duration DOUBLE PRECISION NOT NULL DEFAULT 0,
             date_created TIMESTAMP(0) NOT NULL DEFAULT LOCALTIMESTAMP(0),
-            date_modified TIMESTAMP(0) NOT NULL DEFAULT LOCALTIMESTAMP(0))""",
+            date_modified TIMESTAMP(0) NOT NULL DEFAULT LOCALTIMESTAMP(0),
+            source_path TEXT)""",
         """CREATE TABLE IF NOT EXISTS fingerprints (
             hash BIGINT NOT NULL,
             song_id INTEGER NOT NULL,

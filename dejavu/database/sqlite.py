@@ -33,6 +33,7 @@ class SQLiteDatabase(BaseDatabase):
     driver_errors = (sqlite3.Error,)
     hash_table = "json_each(?) AS q"
     hit_list = "group_concat(f.song_id * 4294967296 + f.{offset})"
+    tables_sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
     schema = (
         """CREATE TABLE IF NOT EXISTS songs (
             song_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -42,7 +43,8 @@ class SQLiteDatabase(BaseDatabase):
             total_hashes INTEGER NOT NULL DEFAULT 0,
             duration REAL NOT NULL DEFAULT 0,
             date_created TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
-            date_modified TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)""",
+            date_modified TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+            source_path TEXT)""",
         """CREATE TABLE IF NOT EXISTS fingerprints (
             hash INTEGER NOT NULL,
             song_id INTEGER NOT NULL,
@@ -83,12 +85,9 @@ class SQLiteDatabase(BaseDatabase):
             raise DatabaseError(f"sqlite: cannot open {self.path}: {exc}") from None
         return _AutoBegin(conn)
 
-    def setup(self) -> None:
-        """Create the tables if they are missing.  Looks first, so that opening a store
-        that another process is writing to does not wait for its write lock."""
-        names = {row[0] for row in self._fetch("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not {"songs", "fingerprints"} <= names:
-            super().setup()
+    @property
+    def location(self) -> str:
+        return self.path
 
     def load_catalogue(self, songs: Iterable[tuple[int, str, str, float]], rows: Iterable[Hits]) -> int:
         """Fill an EMPTY store at bulk speed (e.g. a large synthetic catalogue); return the rows stored.

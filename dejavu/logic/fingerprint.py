@@ -38,7 +38,7 @@ class StreamFingerprinter:
         q = cfg.freq_quantization
         n_freq = (self._bins[1] - 1) // q + 1                     # hashed bins are 0..n_freq-1
         max_df = min(-(-cfg.max_hash_freq_delta // q), n_freq - 1)  # their largest |f2 - f1|
-        self._hasher = pair_hasher(n_freq, max_df, cfg.max_hash_time_delta)
+        self._hasher = pair_hasher(n_freq, max_df, cfg.max_hash_time_delta, cfg.key)
         self._context = cfg.neighborhood_time
         self._samples = np.zeros(0, dtype=np.float32)
         self._samples_start = 0      # absolute frame whose first sample is _samples[0]

@@ -1,14 +1,16 @@
-"""Hashes: peaks → fan-out pairs (f1, f2, Δt) → 64-bit SHA1-based hashes.
+"""Hashes: peaks → fan-out pairs (f1, f2, Δt) → integer keys.
 
 Each anchor peak is paired with up to ``fan_value`` later peaks (nearest in time
 first) that lie ``min_dt..max_dt`` frames after it and within ``max_df`` bins of it.
-A pair's hash is the first 8 bytes of SHA1("f1|f2|Δt") as a signed 64-bit integer —
-the original dejavu's hash (which kept 10 bytes as hex text) in a compact, indexable
-form with the same (absent) collisions.  The stored offset is the anchor's frame.
+The stored offset is the anchor's frame.  A pair's key is, by ``fingerprint.key``:
 
-The pairs of a configuration are few (frequency bins × bin differences × Δt, about 7
-million for the defaults), so a :class:`PairHasher` computes each pair's SHA1 once per
-process and keeps it in a flat table indexed by the pair.
+* ``"packed"`` (default): the pair's coordinates packed at their real resolution,
+  ``f1 << (df_bits + dt_bits) | (f2 − f1 + max_df) << dt_bits | Δt`` (:class:`PackedKeys`;
+  23 bits for the defaults: 466 bins, ±120 bins, 1..63 frames).  Distinct pairs have
+  distinct keys, keys of nearby pairs are nearby, and no hashing is needed.
+* ``"sha1"``: the original dejavu's hash, the first 8 bytes of SHA1("f1|f2|Δt") as a
+  signed 64-bit integer (:class:`PairHasher`: each pair's SHA1 is computed once per
+  process and kept in a flat table indexed by the pair, about 7 million pairs).
 """
 from __future__ import annotations
 
@@ -169,10 +171,40 @@ class PairHasher:
         return hashes
 
 
-@lru_cache(maxsize=2)
-def pair_hasher(n_freq: int, max_df: int, max_dt: int) -> PairHasher:
-    """The process's shared :class:`PairHasher` for this key range."""
-    return PairHasher(n_freq, max_df, max_dt)
+class PackedKeys:
+    """Pairs (f1, f2, Δt) → ``f1 << (df_bits + dt_bits) | (f2 − f1 + max_df) << dt_bits | Δt``.
+
+    Exact and invertible for 0 ≤ f1, |f2 − f1| ≤ ``max_df``, 0 ≤ Δt ≤ ``max_dt``, the
+    range :func:`pair_peaks` produces; ``bits`` is the width of keys with f1 < ``n_freq``.
+    """
+
+    def __init__(self, n_freq: int, max_df: int, max_dt: int) -> None:
+        self.max_df = max_df
+        self.dt_bits = int(max_dt).bit_length()
+        self.df_bits = int(2 * max_df).bit_length()
+        self.bits = int(max(n_freq - 1, 1)).bit_length() + self.df_bits + self.dt_bits
+
+    def __call__(self, f1: np.ndarray, f2: np.ndarray, dt: np.ndarray) -> np.ndarray:
+        """Keys of the pairs, integer arrays of shape (m,) → int64 (m,)."""
+        f1, f2, dt = (np.asarray(x, dtype=np.int64) for x in (f1, f2, dt))
+        return (f1 << (self.df_bits + self.dt_bits)) | ((f2 - f1 + self.max_df) << self.dt_bits) | dt
+
+    def unpack(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(f1, f2, Δt) of keys, int64 arrays of shape (m,)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        f1 = keys >> (self.df_bits + self.dt_bits)
+        df = ((keys >> self.dt_bits) & ((1 << self.df_bits) - 1)) - self.max_df
+        return f1, f1 + df, keys & ((1 << self.dt_bits) - 1)
+
+
+#: ``fingerprint.key`` (see dejavu.config.KEY_KINDS) → the class that makes keys of pairs.
+KEY_MAKERS = {"packed": PackedKeys, "sha1": PairHasher}
+
+
+@lru_cache(maxsize=4)
+def pair_hasher(n_freq: int, max_df: int, max_dt: int, kind: str = "sha1") -> PairHasher | PackedKeys:
+    """The process's shared key maker of this ``kind`` ("packed" or "sha1") and key range."""
+    return KEY_MAKERS[kind](n_freq, max_df, max_dt)
 
 
 def pair_peaks(frames: np.ndarray, bins: np.ndarray, fan_value: int, min_dt: int,
@@ -225,8 +257,8 @@ def pair_peaks(frames: np.ndarray, bins: np.ndarray, fan_value: int, min_dt: int
 
 
 def hash_pairs(frames: np.ndarray, bins: np.ndarray, anchors: np.ndarray, targets: np.ndarray,
-               hasher: PairHasher | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Hash each (anchor, target) pair, through ``hasher``'s table if given.
+               hasher: PairHasher | PackedKeys | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Key each (anchor, target) pair with ``hasher`` (default: the SHA1 hash, computed directly).
 
     Returns ``hashes`` int64 and ``offsets`` int32 (anchor frame), both shape (m,).
     """

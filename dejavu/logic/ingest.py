@@ -155,7 +155,9 @@ def retrying(action: Callable[..., T], *args: Any) -> T:
 
 def store(db: Store, outcomes: list[FileOutcome]) -> list[FileOutcome]:
     """Write fingerprinted files' songs and hashes in one transaction (DatabaseError propagates)."""
-    ids = db.store_songs([NewSong(o.song_name, o.file_sha1, o.hashes, o.offsets, o.duration) for o in outcomes])
+    ids = db.store_songs([NewSong(o.song_name, o.file_sha1, o.hashes, o.offsets, o.duration,
+                                  decoder.clean_text(os.path.abspath(o.path)))
+                          for o in outcomes])
     for outcome, song_id in zip(outcomes, ids):
         if song_id is None:
             outcome.status, outcome.reason = "skipped", "already fingerprinted"

@@ -21,9 +21,11 @@ from dejavu.logic.results import build_results, recognition
 from dejavu.logic.store import Hits, Store
 
 #: The quick pass starts with a sample of about this many stored-density hashes (those
-#: divisible by some d: hashes are SHA1 bits, so that is a uniform sample).  A clean
-#: query aligns about 40 % of them, well above the stricter rule's 24.
+#: whose key, mixed by a multiplicative hash, is divisible by some d: a uniform sample
+#: whatever the key layout).  A clean query aligns about 40 % of them, well above the
+#: stricter rule's 24.
 QUICK_SAMPLE = 100
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio: spreads nearby keys apart
 #: ... unless the store returns fewer rows than this per hash of the first stage: then
 #: rescoring (an index seek per query hash, ~3 µs on SQLite) would cost more than
 #: fetching every row (~0.3 µs each).  Sampled hashes find about 4x the rows of an
@@ -37,7 +39,7 @@ def _stages(quick: Hashes | None) -> list[Hashes]:
     if quick is None or not quick[0].size:
         return []
     every = quick[0].size // QUICK_SAMPLE
-    sample = quick[0] % every == 0 if every > 1 else None
+    sample = (quick[0].view(np.uint64) * _MIX >> np.uint64(32)) % np.uint64(every) == 0 if every > 1 else None
     return ([(quick[0][sample], quick[1][sample])] if sample is not None else []) + [quick]
 
 

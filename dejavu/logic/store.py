@@ -26,6 +26,7 @@ class NewSong(NamedTuple):
     hashes: np.ndarray        # int64, shape (m,)
     offsets: np.ndarray       # int32, shape (m,), frames
     duration: float           # seconds of audio fingerprinted
+    source_path: str | None = None  # the file it came from (for rebuilding the store)
 
 
 @runtime_checkable
