@@ -18,6 +18,9 @@ class DelegatingStore:
     def return_matches(self, hashes: np.ndarray, song_ids: Sequence[int] | None = None) -> Hits:
         return self.store.return_matches(hashes, song_ids)
 
+    def count_matches(self, hashes: np.ndarray) -> np.ndarray:
+        return self.store.count_matches(hashes)
+
     def get_songs_by_ids(self, song_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         return self.store.get_songs_by_ids(song_ids)
 

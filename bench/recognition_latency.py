@@ -32,7 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -43,13 +43,12 @@ from _store import DelegatingStore  # noqa: E402
 
 from dejavu import Dejavu  # noqa: E402
 from dejavu.database.sqlite import SQLiteDatabase  # noqa: E402
+from dejavu.evaluation.distractors import synthetic_rows  # noqa: E402
 from dejavu.logic.decoder import decode  # noqa: E402
 from dejavu.logic.search import recognize_samples  # noqa: E402
 from dejavu.logic.store import Hits, Store  # noqa: E402
 
 SAMPLE_RATE = 11025
-#: Rows generated (and sorted) at a time while building a database.
-CHUNK_ROWS = 1 << 24
 
 
 def real_database(workdir: str, files: list[str], keep: bool) -> str:
@@ -61,41 +60,6 @@ def real_database(workdir: str, files: list[str], keep: bool) -> str:
     djv.fingerprint_files(files, None)
     djv.close()
     return path
-
-
-def synthetic_rows(real: np.ndarray, n_rows: int, song_ids: tuple[int, int], frames: int,
-                   rng: np.random.Generator) -> Iterator[Hits]:
-    """The real rows plus ``n_rows`` synthetic ones, in (hash, song_id, offset) order.
-
-    ``real``: shape (n, 3), sorted by hash.  Synthetic rows take song ids in the
-    inclusive range ``song_ids`` and offsets in ``[0, frames)``; each distinct real
-    hash gets a multinomial share of ``n_rows`` proportional to its real count.
-    Duplicate keys are dropped.  Yields about CHUNK_ROWS rows at a time.
-    """
-    hashes, first, real_count = np.unique(real[:, 0], return_index=True, return_counts=True)
-    synth_count = rng.multinomial(n_rows, real_count / real_count.sum())
-    ends = np.cumsum(synth_count + real_count)
-    off_bits = int(max(frames, real[:, 2].max() + 1)).bit_length()
-    song_bits = int(max(song_ids[1], real[:, 1].max())).bit_length()
-    rank_shift = song_bits + off_bits
-    assert hashes.size.bit_length() + rank_shift <= 63, "keys do not fit in 63 bits"
-    i = 0
-    while i < hashes.size:
-        done = ends[i - 1] if i else 0
-        j = min(hashes.size, max(i + 1, int(np.searchsorted(ends, done + CHUNK_ROWS, side="right"))))
-        n_synth = int(synth_count[i:j].sum())
-        rank = np.repeat(np.arange(j - i, dtype=np.int64), synth_count[i:j])
-        song = rng.integers(song_ids[0], song_ids[1] + 1, n_synth, dtype=np.int64)
-        offset = rng.integers(0, frames, n_synth, dtype=np.int64)
-        mine = real[first[i]:first[j] if j < hashes.size else len(real)]
-        real_rank = np.repeat(np.arange(j - i, dtype=np.int64), real_count[i:j])
-        keys = np.concatenate([(rank << rank_shift) | (song << off_bits) | offset,
-                               (real_rank << rank_shift) | (mine[:, 1] << off_bits) | mine[:, 2]])
-        keys.sort()
-        keys = keys[np.r_[True, keys[1:] != keys[:-1]]]
-        yield (hashes[i + (keys >> rank_shift)], (keys >> off_bits) & ((1 << song_bits) - 1),
-               keys & ((1 << off_bits) - 1))
-        i = j
 
 
 def build_database(path: str, real_path: str, n_songs: int, song_seconds: float, frame_seconds: float,

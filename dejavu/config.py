@@ -117,8 +117,8 @@ class FingerprintConfig:
 class MatchingConfig:
     """Parameters of offset alignment and the no-match decision.
 
-    The quick pass's sample size and its small-store cut-off are named constants of
-    :mod:`dejavu.logic.search` (``QUICK_SAMPLE``, ``QUICK_MIN_ROWS``); the stricter rule of
+    The rows of the quick pass's first stage and their growth per stage are named constants
+    of :mod:`dejavu.logic.search` (``FIRST_ROWS``, ``ROWS_GROWTH``); the stricter rule of
     extra tries is :func:`dejavu.logic.matching.stricter`.
     """
 
@@ -129,8 +129,10 @@ class MatchingConfig:
     min_margin: int = 3               # ... plus min_margin, where the chance level is
     chance_songs: int = 5             # the mean score of this many next-best songs
     offset_tolerance: int = 1         # frames; offsets this close vote together
-    quick_pass: bool = True           # look up the query's stored-density hashes first; a clear
-                                      # match there is the answer (stricter rule, ~1/9 of the rows)
+    quick_pass: bool = True           # look the query's rarest keys up first, in growing stages; a
+                                      # clear match there is the answer (stricter rule, few rows)
+    row_budget: int = 250_000         # stored rows one lookup reads at most (rarest keys first);
+                                      # 0 = no limit (every key of the query is looked up)
     speed_search: bool = True         # retry with stretch factors when nothing matches ...
     speed_factors: tuple[float, ...] = (0.97, 1.03, 0.98, 1.02, 0.96, 1.04)
     speed_search_max_seconds: float = 60.0  # ... for file queries up to this long
@@ -146,6 +148,9 @@ class MatchingConfig:
             raise ConfigError("matching.margin_ratio must be a number in 1..10")
         if not isinstance(self.min_aligned_share, (int, float)) or not 0 <= self.min_aligned_share <= 1:
             raise ConfigError("matching.min_aligned_share must be a number in 0..1")
+        if isinstance(self.row_budget, bool) or not isinstance(self.row_budget, int) \
+                or not 0 <= self.row_budget <= 10**9:
+            raise ConfigError("matching.row_budget must be an integer in 0..1000000000 rows (0: no limit)")
         if not isinstance(self.chance_songs, int) or not 1 <= self.chance_songs <= 100:
             raise ConfigError("matching.chance_songs must be an integer in 1..100")
         if not isinstance(self.offset_tolerance, int) or not 0 <= self.offset_tolerance <= 10:

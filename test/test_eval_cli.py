@@ -184,6 +184,9 @@ BAD_ARGUMENTS = [
     (("--seed", "abc"), "--seed"),
     (("--seed", "-3"), "--seed"),
     (("--negatives", "/nonexistent/dir"), "--negatives"),
+    (("--distractors", "-1"), "--distractors"),
+    (("--distractors", "5", "--no-ingest"), "--no-ingest"),
+    (("--distractor-seconds", "0"), "--distractor-seconds"),
 ]
 
 
@@ -281,3 +284,110 @@ def test_summarize_counts_and_table() -> None:
     assert row["confidence"]["false_positive"]["median"] == 0.05
     table = evaluate.markdown_table([row])
     assert "50.0 (2/4)" in table and table.count("\n") == 2
+
+
+# ----------------------------------------------------------------- distractors
+@needs_ffmpeg
+def test_distractors_join_the_store_and_clean_clips_are_still_found(corpus: str,
+                                                                     tmp_path: "os.PathLike[str]") -> None:
+    import sqlite3
+
+    results = str(tmp_path)
+    proc = run_eval("--lengths", "2", "--conditions", "clean", "--holdout", "0.25", "--padding", "2",
+                    "--seed", "7", "--no-plots", "--distractors", "50", "--distractor-seconds", "30",
+                    "--results", results, corpus)
+    assert proc.returncode == 0, proc.stderr
+    assert "added 50 distractor songs" in proc.stderr and "Traceback" not in proc.stderr
+    with open(os.path.join(results, "report.json"), encoding="utf-8") as fh:
+        report = json.load(fh)
+    assert report["settings"]["distractors"] == 50 and report["settings"]["distractor_seconds"] == 30.0
+    with sqlite3.connect(os.path.join(results, "eval.db")) as conn:
+        names = [row[0] for row in conn.execute("SELECT song_name FROM songs ORDER BY song_id")]
+        per_second = dict(conn.execute("SELECT song_name LIKE 'distractor %', SUM(total_hashes) / SUM(duration) "
+                                       "FROM songs GROUP BY 1"))
+    assert len(names) == 3 + 50 and names[3:] == [f"distractor {i:06d}" for i in range(1, 51)]
+    assert per_second[1] == pytest.approx(per_second[0], rel=0.05)  # as dense as the real songs
+    assert report["timings"]["distractor_rows"] == pytest.approx(50 * 30 * per_second[0], rel=0.05)
+    (clean,) = report["summary"]
+    assert clean["correct"] == clean["clips"] == 3 and clean["false_positives"] == 0
+
+
+def _key_rows(count: int = 400, seed: int = 0) -> np.ndarray:
+    """``count`` distinct hashes with skewed counts (1..40 rows each), shape (n, 3), sorted."""
+    rng = np.random.default_rng(seed)
+    hashes = np.sort(rng.choice(np.arange(-2**40, 2**40, 2**20, dtype=np.int64), count, replace=False))
+    per = rng.integers(1, 41, count)
+    rows = np.stack([np.repeat(hashes, per), rng.integers(1, 4, per.sum()), rng.integers(0, 5000, per.sum())], 1)
+    rows = np.unique(rows, axis=0)
+    return rows[np.lexsort(rows.T[::-1])]
+
+
+def _chi_square(observed: np.ndarray, weights: np.ndarray) -> float:
+    expected = observed.sum() * weights / weights.sum()
+    return float(((observed - expected) ** 2 / expected).sum())
+
+
+def test_synthetic_rows_follow_the_key_distribution_in_key_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dejavu.evaluation import distractors
+
+    monkeypatch.setattr(distractors, "CHUNK_ROWS", 20_000)  # several hash ranges
+    real = _key_rows()
+    chunks = list(distractors.synthetic_rows(real, 100_000, (10, 1009), 8000, np.random.default_rng(1)))
+    assert len(chunks) > 3
+    rows = np.concatenate([np.stack(c, 1) for c in chunks])
+    keys = rows[:, 0].astype(object) * 2**40 + rows[:, 1] * 2**20 + rows[:, 2]
+    assert all(keys[1:] > keys[:-1])  # key order, across chunks, without duplicates
+    synth = rows[rows[:, 1] >= 10]
+    assert len(rows) == len(real) + len(synth) and len(synth) > 99_900
+    assert {tuple(r) for r in real} <= {tuple(r) for r in rows}
+    assert synth[:, 2].min() >= 0 and synth[:, 2].max() < 8000 and synth[:, 1].max() <= 1009
+    hashes, real_count = np.unique(real[:, 0], return_counts=True)
+    synth_count = np.array([np.count_nonzero(synth[:, 0] == h) for h in hashes])
+    df = hashes.size - 1  # chi-square of a multinomial: mean df, sd sqrt(2 df)
+    assert _chi_square(synth_count, real_count) < df + 4 * np.sqrt(2 * df)
+    assert _chi_square(synth_count, np.ones(hashes.size)) > 10 * df  # not uniform over hashes
+
+
+def test_add_distractors_through_the_store(tmp_path: "os.PathLike[str]",
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    from dejavu.database.sqlite import SQLiteDatabase
+    from dejavu.evaluation import distractors
+    from dejavu.logic.store import NewSong
+
+    def real_store(name: str) -> SQLiteDatabase:
+        store = SQLiteDatabase(str(tmp_path / name))
+        store.setup()
+        for song_id in (1, 2, 3):  # three real songs of 60 s
+            mine = real[real[:, 1] == song_id]
+            store.store_songs([NewSong(f"real {song_id}", f"{song_id:040X}", mine[:, 0],
+                                       mine[:, 2].astype(np.int32), 60.0)])
+        return store
+
+    real = _key_rows(seed=3)
+    store = real_store("d.db")
+    per_second = len(real) / 180.0
+    caplog.set_level("INFO", logger="dejavu.evaluation.distractors")
+    added = distractors.add_distractors(store, 25, 40.0, np.random.default_rng(5), frame_seconds=0.02,
+                                        batch_rows=7000, log_every=10)  # 4 songs a batch
+    songs = store.get_songs()
+    assert [s["song_name"] for s in songs[3:]] == [f"distractor {i:06d}" for i in range(1, 26)]
+    assert added == sum(s["total_hashes"] for s in songs[3:]) == pytest.approx(25 * 40 * per_second, rel=0.01)
+    assert sum("distractors: " in r.getMessage() for r in caplog.records) == 3  # after 12, 20 and 25 songs
+    rows = np.array(store.query(), dtype=np.int64)
+    synth = rows[rows[:, 1] > 3]
+    assert synth[:, 2].min() >= 0 and synth[:, 2].max() < 2000  # 40 s of 0.02 s frames
+    hashes, real_count = np.unique(real[:, 0], return_counts=True)
+    assert set(np.unique(synth[:, 0])) <= set(hashes)
+    synth_count = np.array([np.count_nonzero(synth[:, 0] == h) for h in hashes])
+    df = hashes.size - 1
+    assert _chi_square(synth_count, real_count) < df + 4 * np.sqrt(2 * df)
+    # a re-run adds nothing; asking for more adds the new ones only, with the rows they get in one go
+    assert distractors.add_distractors(store, 25, 40.0, np.random.default_rng(5), frame_seconds=0.02) == 0
+    other = real_store("e.db")
+    distractors.add_distractors(other, 10, 40.0, np.random.default_rng(5), frame_seconds=0.02, batch_rows=7000)
+    more = distractors.add_distractors(other, 25, 40.0, np.random.default_rng(5), frame_seconds=0.02,
+                                       batch_rows=7000)
+    assert sorted(other.query()) == sorted(store.query())
+    assert more == sum(s["total_hashes"] for s in other.get_songs()[13:])
+    store.close()
+    other.close()

@@ -66,14 +66,14 @@ def test_songs_never_fingerprinted_are_rejected(corpus_djv, tmp_path):
 
 
 def test_the_quick_pass_answers_exactly_as_a_full_lookup(corpus_djv, tmp_path, monkeypatch):
-    """Clips are recognized from a sample of their hashes and rescored: the results equal
-    those of looking every query hash up (``quick_pass`` off), and unknown songs stay unknown."""
+    """Clips are recognized from their rarest keys and rescored: the results equal those of
+    looking every query hash up (``quick_pass`` off), and unknown songs stay unknown."""
     from dejavu import Dejavu
     from dejavu.logic import search
     from dejavu.logic.recognizer.file_recognizer import FileRecognizer
 
     djv, known, unknown = corpus_djv
-    monkeypatch.setattr(search, "QUICK_MIN_ROWS", 0)  # a 9-song store is below the size where it pays
+    monkeypatch.setattr(search, "FIRST_ROWS", 200)  # a 9-song store: a first stage of a few keys
     full = Dejavu({**djv.config, "matching": {"quick_pass": False}})
     rescored = []
     lookup = djv.db.return_matches

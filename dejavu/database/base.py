@@ -37,7 +37,7 @@ from dejavu.logic.store import Hits, NewSong
 log = logging.getLogger(__name__)
 
 SONG_COLUMNS = ("song_id", "song_name", "file_sha1", "total_hashes", "duration", "date_created", "source_path")
-__all__ = ["BaseDatabase", "ServerDatabase", "DatabaseUnavailableError", "Hits", "SONG_COLUMNS", "hex_to_int64"]
+__all__ = ["BaseDatabase", "DatabaseUnavailableError", "Hits", "SONG_COLUMNS", "hex_to_int64"]
 
 
 def hex_to_int64(h: str) -> int:
@@ -324,6 +324,22 @@ class BaseDatabase(ABC):
         h, s, o = zip(*found)
         return np.concatenate(h), np.concatenate(s), np.concatenate(o)
 
+    def count_matches(self, hashes: np.ndarray) -> np.ndarray:
+        """Stored rows per hash of ``hashes`` (distinct, ascending), int64 of the same shape:
+        counted in the hash index, no row leaves the database."""
+        wanted = np.asarray(hashes, dtype=np.int64)
+        counts = np.zeros(wanted.size, dtype=np.int64)
+        sql = self._sql(f"SELECT q.value, (SELECT COUNT(*) FROM fingerprints f WHERE f.hash = q.value) "
+                        f"FROM {self.hash_table}")
+        with self.cursor() as cur:
+            self._before_lookup(cur)
+            for start in range(0, wanted.size, self.lookup_chunk):
+                chunk = wanted[start:start + self.lookup_chunk]
+                cur.execute(sql, (self._hash_list(chunk.tolist()),))
+                found = np.array(cur.fetchall(), dtype=np.int64).reshape(-1, 2)
+                counts[start + np.searchsorted(chunk, found[:, 0])] = found[:, 1]
+        return counts
+
     def _lookup_sql(self, n_songs: int) -> str:
         """Stored rows per query hash, of ``n_songs`` songs (0: of all).  Parameters: the
         hashes (one) and the song ids (in the order the text has them), then the cap if set."""
@@ -461,55 +477,3 @@ class BaseDatabase(ABC):
     def size_bytes(self) -> int | None:
         """Bytes the tables and indexes take (None if the backend cannot tell)."""
         return None
-
-
-class ServerDatabase(BaseDatabase):
-    """A client/server store (PostgreSQL, MySQL): connection options and connect errors.
-
-    Options are the original's ``host``, ``port``, ``user``, ``password``, ``database``
-    (aliases ``db``/``dbname`` and ``passwd``), ``connect_timeout`` (seconds) and
-    ``max_rows_per_hash`` (see BaseDatabase); any other key is passed to the driver's
-    ``connect`` as is.
-    """
-
-    #: Port used when the configuration names none.
-    default_port: ClassVar[int] = 0
-    _ALIASES: ClassVar[dict[str, str]] = {"db": "database", "dbname": "database", "passwd": "password"}
-
-    def __init__(self, **options: Any) -> None:
-        opts = {self._ALIASES[k]: v for k, v in options.items() if k in self._ALIASES}
-        opts.update((k, v) for k, v in options.items() if k not in self._ALIASES)
-        super().__init__(opts.pop("max_rows_per_hash", None), **opts)
-        self.host = str(opts.pop("host", None) or "127.0.0.1")
-        port, timeout = opts.pop("port", None), opts.pop("connect_timeout", 10)
-        try:
-            self.port = int(port or self.default_port)
-            self.connect_timeout = max(1, int(timeout))
-        except (TypeError, ValueError):
-            raise ConfigError(f"{self.type}: port and connect_timeout must be numbers, "
-                              f"got {port!r} and {timeout!r}") from None
-        self.user: str | None = opts.pop("user", None)
-        self.password: str | None = opts.pop("password", None)
-        self.database = str(opts.pop("database", None) or "dejavu")
-        self.extra = opts
-
-    @property
-    def location(self) -> str:
-        return f"{self.type} at {self.host}:{self.port}/{self.database}"
-
-    @abstractmethod
-    def _open(self) -> Any:
-        """Open a driver connection with autocommit off (driver errors propagate)."""
-
-    @abstractmethod
-    def _connect_reason(self, exc: Exception) -> str:
-        """Why a connection attempt failed, in a few words (no location, one line)."""
-
-    def _connect(self) -> Any:
-        try:
-            return self._open()
-        except (*self.driver_errors, TypeError) as exc:  # TypeError: unknown option
-            reason = self._connect_reason(exc) if not isinstance(exc, TypeError) else str(exc)
-            error = DatabaseError if isinstance(exc, TypeError) else DatabaseUnavailableError
-            raise error(f"cannot connect to {self.type} at {self.host}:{self.port}: "
-                        f"{' '.join(reason.split())}") from None

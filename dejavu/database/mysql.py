@@ -17,7 +17,7 @@ from typing import Any
 import MySQLdb
 import numpy as np
 
-from dejavu.database.base import ServerDatabase
+from dejavu.database.server import ServerDatabase
 
 _ER_DUP_ENTRY = 1062
 #: Client errors that mean the server connection is gone (server gone away, lost, ...).

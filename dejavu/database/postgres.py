@@ -19,7 +19,7 @@ import numpy as np
 import psycopg2
 import psycopg2.errorcodes
 
-from dejavu.database.base import ServerDatabase
+from dejavu.database.server import ServerDatabase
 
 #: One fingerprint row in COPY's binary format: field count, then (length, value) per field.
 _COPY_ROW = np.dtype([("fields", ">i2"), ("hash_len", ">i4"), ("hash", ">i8"), ("song_len", ">i4"),

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import NoReturn, Sequence
 
-from dejavu.evaluation.settings import DEFAULT_DECODE_RATE, DEFAULT_EXTENSIONS, Settings
+from dejavu.evaluation.settings import DEFAULT_DECODE_RATE, DEFAULT_DISTRACTOR_SECONDS, DEFAULT_EXTENSIONS, Settings
 from dejavu.exceptions import DejavuError, EvaluationError
 
 PROG = "dejavu-eval"
@@ -53,7 +53,8 @@ notes:
 examples:
   dejavu-eval --secs 5 --seed 42 --results ./results ~/Music
   dejavu-eval --lengths 1 2 5 10 --conditions clean mic pink0 speed+3 \\
-      --holdout 0.2 --clips-per-song 3 --seed 42 --results /tmp/eval ~/Music""")
+      --holdout 0.2 --clips-per-song 3 --seed 42 --results /tmp/eval ~/Music
+  dejavu-eval --lengths 5 --distractors 10000 --seed 42 --results /tmp/eval ~/Music""")
     p.add_argument("audio_dir", metavar="AUDIO_DIR", nargs="?",
                    help="folder of songs (searched recursively)")
     p.add_argument("-sec", "--secs", "--seconds", dest="secs", type=int, default=5, metavar="N",
@@ -85,6 +86,13 @@ examples:
     p.add_argument("--no-ingest", action="store_true",
                    help="do not fingerprint: the database is already built (songs it lacks "
                         "become negatives)")
+    p.add_argument("--distractors", type=int, default=0, metavar="N",
+                   help="after ingesting, add N synthetic songs whose hashes follow the database "
+                        "songs' hash distribution (as many rows per audio second, uniform song and "
+                        "offset): a catalogue of realistic size; a match to one is a wrong answer "
+                        "(default 0)")
+    p.add_argument("--distractor-seconds", type=float, default=DEFAULT_DISTRACTOR_SECONDS, metavar="S",
+                   help=f"length of a distractor song (default {DEFAULT_DISTRACTOR_SECONDS:g})")
     p.add_argument("-temp", "--temp", "--temp-folder", dest="temp", metavar="DIR",
                    help="save every degraded query clip there as WAV (to listen to failures)")
     p.add_argument("-lf", "--log-file", metavar="FILE", help="log each clip's outcome to FILE")
@@ -138,7 +146,8 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
         conditions=list(args.conditions), clips_per_song=args.clips_per_song, padding=args.padding,
         seed=args.seed, config_path=args.config, negatives_dir=args.negatives, holdout=args.holdout,
         ingest=not args.no_ingest, temp_dir=args.temp, extensions=list(args.extensions),
-        nprocs=args.nprocs, jobs=args.jobs, decode_rate=args.decode_rate)
+        nprocs=args.nprocs, jobs=args.jobs, decode_rate=args.decode_rate,
+        distractors=args.distractors, distractor_seconds=args.distractor_seconds)
     try:
         settings.validate()
     except EvaluationError as exc:
@@ -196,8 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ImportError:
             log.warning("matplotlib is not installed: no plots (pip install matplotlib)")
     t = report.timings
-    log.info("%d queries on %.0f s of audio: fingerprinting %.1f s, evaluation %.1f s; report in %s",
-             t["queries"], t["audio_seconds"], t["ingest_seconds"], t["evaluate_seconds"],
+    distractors = (f", {settings.distractors} distractor songs {t['distractor_build_seconds']:.1f} s"
+                   if settings.distractors else "")
+    log.info("%d queries on %.0f s of audio: fingerprinting %.1f s%s, evaluation %.1f s; report in %s",
+             t["queries"], t["audio_seconds"], t["ingest_seconds"], distractors, t["evaluate_seconds"],
              os.path.join(settings.results_dir, REPORT_FILE))
     sys.stdout.write(markdown_table(report.summary) + "\n")
     sys.stdout.flush()

@@ -8,7 +8,9 @@ Flow of :func:`run_evaluation`:
    measure the false-positive rate.
 2. Fingerprint the database songs through the library (unless ``ingest`` is off),
    then map every file to its ``song_id`` by the SHA1 of its bytes.  File names are
-   never parsed, so any name works.
+   never parsed, so any name works.  With ``distractors``, that many synthetic songs
+   whose keys follow the database songs' key distribution are added to the store
+   (:mod:`dejavu.evaluation.distractors`); a match to one is a wrong answer.
 3. For each song (decoded once, kept in memory only while it is evaluated) and each
    clip length, draw ``clips_per_song`` start positions, cut the clip, apply every
    condition and recognize it with :meth:`Dejavu.recognize_samples`.
@@ -30,7 +32,7 @@ from typing import Any
 from dejavu.evaluation.judge import ClipOutcome
 from dejavu.evaluation.report import Report, settings_dict, write_results
 from dejavu.evaluation.settings import Settings
-from dejavu.evaluation.songs import ROLE_DB, ROLE_NEGATIVE, Song, collect_songs, ingest_and_map
+from dejavu.evaluation.songs import ROLE_DB, ROLE_NEGATIVE, Song, collect_songs, generator, ingest_and_map
 from dejavu.evaluation.summary import describe, song_line, summarize
 from dejavu.evaluation.worker import SongTask, evaluate_songs
 from dejavu.exceptions import EvaluationError
@@ -67,6 +69,20 @@ def _is_throwaway(cfg: Any, settings: Settings) -> bool:
     return os.path.abspath(path) == os.path.join(os.path.abspath(settings.results_dir), DEFAULT_DB_FILE)
 
 
+def _add_distractors(djv: Any, songs: list[Song], settings: Settings, seed: int) -> dict[str, float]:
+    """Add ``settings.distractors`` synthetic songs to ``djv``'s store, keyed like the
+    database songs (seeded by ``seed``); their timings for report.json."""
+    from dejavu.evaluation.distractors import add_distractors
+
+    start = time.perf_counter()
+    rows = add_distractors(djv.db, settings.distractors, settings.distractor_seconds,
+                           generator(seed, "distractors"), frame_seconds=djv.cfg.fingerprint.frame_seconds,
+                           real_song_ids=[s.song_id for s in songs if s.role == ROLE_DB])
+    took = time.perf_counter() - start
+    log.info("added %d distractor songs (%s rows) in %.1f s", settings.distractors, f"{rows:,}", took)
+    return {"distractor_rows": rows, "distractor_build_seconds": round(took, 2)}
+
+
 def run_evaluation(settings: Settings) -> Report:
     """Run the whole evaluation and write report.json, clips.jsonl (and plots: see cli)."""
     settings.validate()
@@ -92,12 +108,14 @@ def run_evaluation(settings: Settings) -> Report:
     songs = collect_songs(settings, seed)
     with Dejavu(cfg) as djv:
         songs = ingest_and_map(djv, songs, settings)
-    t_ingest = time.perf_counter() - t0
-    n_db = sum(s.role == ROLE_DB for s in songs)
-    n_neg = len(songs) - n_db
-    if n_db == 0:
-        raise EvaluationError("no song of the audio folder is in the database")
-    log.info("%d songs in the database, %d negatives; %d queries to run", n_db, n_neg,
+        t_ingest = time.perf_counter() - t0
+        n_db = sum(s.role == ROLE_DB for s in songs)
+        n_neg = len(songs) - n_db
+        if n_db == 0:
+            raise EvaluationError("no song of the audio folder is in the database")
+        distractor_timings = _add_distractors(djv, songs, settings, seed) if settings.distractors else {}
+    log.info("%d songs in the database%s, %d negatives; %d queries to run", n_db,
+             f" (and {settings.distractors} distractors)" if settings.distractors else "", n_neg,
              len(songs) * len(settings.lengths) * settings.clips_per_song * len(settings.conditions))
     babble = [s.path for s in songs if s.role == ROLE_NEGATIVE][:2] + [s.path for s in songs][:2]
     tasks = [SongTask(s, list(settings.lengths), list(settings.conditions), settings.clips_per_song,
@@ -117,7 +135,7 @@ def run_evaluation(settings: Settings) -> Report:
     summary = summarize(outcomes, settings.conditions, settings.lengths)
     timings = {"ingest_seconds": round(t_ingest, 2), "evaluate_seconds": round(t_eval, 2),
                "queries": len(outcomes),
-               "audio_seconds": round(sum(s.duration or 0.0 for s in done), 1)}
+               "audio_seconds": round(sum(s.duration or 0.0 for s in done), 1), **distractor_timings}
     report = Report(settings_dict(settings, seed, cfg), done, outcomes, summary, timings)
     write_results(report, settings.results_dir)
     return report

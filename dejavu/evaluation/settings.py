@@ -12,6 +12,7 @@ from dejavu.exceptions import EvaluationError
 
 DEFAULT_EXTENSIONS = ("mp3", "wav", "flac", "ogg", "oga", "opus", "m4a", "aac", "wma", "aif", "aiff")
 DEFAULT_DECODE_RATE = 44100
+DEFAULT_DISTRACTOR_SECONDS = 200.0
 
 
 @dataclass
@@ -34,6 +35,8 @@ class Settings:
     nprocs: int | None = None
     jobs: int = 1
     decode_rate: int = DEFAULT_DECODE_RATE
+    distractors: int = 0            # synthetic songs added after ingest (dejavu.evaluation.distractors)
+    distractor_seconds: float = DEFAULT_DISTRACTOR_SECONDS  # length of each, s
 
     def validate(self) -> None:
         """Raise EvaluationError on values that cannot work."""
@@ -55,6 +58,13 @@ class Settings:
             raise EvaluationError("--jobs and --nprocs must be at least 1")
         if not 8000 <= self.decode_rate <= 192000:
             raise EvaluationError("--decode-rate must lie in 8000..192000 Hz")
+        if self.distractors < 0:
+            raise EvaluationError("--distractors must be a non-negative number of songs")
+        if self.distractors and not self.ingest:
+            raise EvaluationError("--distractors are added while ingesting: not with --no-ingest (a reused "
+                                  "database keeps the distractors it was built with)")
+        if not math.isfinite(self.distractor_seconds) or not 1.0 <= self.distractor_seconds <= 3600.0:
+            raise EvaluationError("--distractor-seconds must lie in 1..3600 s")
         if not self.conditions:
             raise EvaluationError("give at least one condition")
         if len({c.strip().lower() for c in self.conditions}) != len(self.conditions):

@@ -1,9 +1,9 @@
-"""Search: a query's hashes → the store → aligned candidates (quick pass, rescoring, speed search).
+"""Search: a query's hashes → the store → aligned candidates (rare keys first, rescoring, speed search).
 
 :func:`recognize_samples` is the whole of recognizing audio in memory: resample,
-fingerprint, :func:`match_hashes` (a quick pass over a sample of the query's
-stored-density hashes, then every hash if needed), results; a query that matches
-nothing as recorded is tried again undoing playback-speed changes.
+fingerprint, :func:`match_hashes` (the query's rarest keys first, under a row budget,
+then the candidate songs with every key), results; a query that matches nothing as
+recorded is tried again undoing playback-speed changes, under the same budget.
 """
 from __future__ import annotations
 
@@ -14,80 +14,75 @@ from typing import Any
 import numpy as np
 
 from dejavu.config import Config, MatchingConfig
-from dejavu.logic.fingerprint import Hashes, fingerprint
+from dejavu.logic.fingerprint import fingerprint
 from dejavu.logic.matching import Candidate, align, song_scores, stricter
 from dejavu.logic.resample import resample, stretch
 from dejavu.logic.results import build_results, recognition
 from dejavu.logic.store import Hits, Store
 
-#: The quick pass starts with a sample of about this many stored-density hashes (those
-#: whose key, mixed by a multiplicative hash, is divisible by some d: a uniform sample
-#: whatever the key layout).  A clean query aligns about 40 % of them, well above the
-#: stricter rule's 24.
-QUICK_SAMPLE = 100
-_MIX = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio: spreads nearby keys apart
-#: ... unless the store returns fewer rows than this per hash of the first stage: then
-#: rescoring (an index seek per query hash, ~3 µs on SQLite) would cost more than
-#: fetching every row (~0.3 µs each).  Sampled hashes find about 4x the rows of an
-#: average query hash (80 per hash at 100 songs, 700 at 1,000): break-even is near 50 songs.
-QUICK_MIN_ROWS = 40
-
-
-def _stages(quick: Hashes | None) -> list[Hashes]:
-    """The quick pass's stages: a sample of about QUICK_SAMPLE hashes if there are at
-    least twice as many, then all of them."""
-    if quick is None or not quick[0].size:
-        return []
-    every = quick[0].size // QUICK_SAMPLE
-    sample = (quick[0].view(np.uint64) * _MIX >> np.uint64(32)) % np.uint64(every) == 0 if every > 1 else None
-    return ([(quick[0][sample], quick[1][sample])] if sample is not None else []) + [quick]
+#: Rare-first search: the query's distinct keys are looked up rarest first (rows per key
+#: from Store.count_matches), in stages that read about FIRST_ROWS stored rows, then
+#: ROWS_GROWTH times more each, up to ``matching.row_budget``.  A clean clip is settled by
+#: its rare keys in the first stage (a song's keys are rare in other songs) ...
+FIRST_ROWS = 4_000
+ROWS_GROWTH = 8
 
 
 def match_hashes(store: Store, hashes: np.ndarray, offsets: np.ndarray, rule: MatchingConfig,
-                 quick: Hashes | None = None) -> tuple[list[Candidate], float, float]:
-    """Look the query's hashes up and align them: (candidates, lookup s, align s).
+                 ) -> tuple[list[Candidate], float, float]:
+    """Look the query's hashes up, rarest keys first, and align them: (candidates, lookup s, align s).
 
-    ``quick`` are the query's (hashes, offsets) at the stored density, a subset of about
-    a ninth of ``hashes``.  A clean query is recognized by a share of them, so they are
-    looked up first, in the stages of :func:`_stages`; when the hashes of a stage pass
-    the :func:`~dejavu.logic.matching.stricter` rule, the songs found are scored again
-    with all of ``hashes`` (looking up only those songs' rows), so their scores and
-    offsets are those a full lookup gives.  Otherwise the rest of ``hashes`` is looked
-    up and all are aligned, exactly as without ``quick``.
+    Each stage adds the next rarest keys within its row budget and aligns the query hashes
+    of every key read so far.  A stage that has not read every key must pass the
+    :func:`~dejavu.logic.matching.stricter` rule; the songs it finds are then scored again
+    with all of ``hashes`` (reading only those songs' rows), so their scores and offsets
+    are those of a full lookup.  The last stage reads every key (``rule`` as given: exactly
+    a full lookup) or, when the keys find more than ``rule.row_budget`` rows, the rarest
+    keys within it (``rule`` as given, on those keys): what one query reads is bounded.
     """
-    lookup = aligning = 0.0
-    found: list[Hits] = []
-    fetched = hashes[:0]
-    stages = _stages(quick) + [(hashes, offsets)]
-    k = 0
+    t0 = time.perf_counter()
+    wanted = np.unique(hashes)
+    counts = store.count_matches(wanted)
+    present = np.argsort(counts, kind="stable")
+    present = present[counts[present] > 0]          # indices into wanted, rarest first
+    reach = np.cumsum(counts[present])
+    total = int(reach[-1]) if reach.size else 0
+    limit = min(total, rule.row_budget) if rule.row_budget else total
+    found: list[Hits] = [(wanted[:0],) * 3]
+    taken = 0
+    budget = FIRST_ROWS if rule.quick_pass else limit
+    lookup, aligning = time.perf_counter() - t0, 0.0
     while True:
-        stage_hashes, stage_offsets = stages[k]
-        final = k == len(stages) - 1
+        final = budget >= limit
         t0 = time.perf_counter()
-        wanted = np.setdiff1d(stage_hashes, fetched)  # distinct, sorted
-        found.append(store.return_matches(wanted))
-        fetched = np.concatenate([fetched, wanted])
+        n = present.size if final and limit == total else \
+            max(taken + 1, int(np.searchsorted(reach, min(budget, limit), side="right")))
+        found.append(store.return_matches(np.sort(wanted[present[taken:n]])))
+        taken = min(n, present.size)
+        complete = taken == present.size
         t1 = time.perf_counter()
         lookup += t1 - t0
-        if not final and found[-1][0].size < QUICK_MIN_ROWS * wanted.size:
-            k = len(stages) - 1  # a small store: looking everything up costs less than rescoring
-            continue
-        # Each hash's rows came from one lookup, together: align needs no sorting.
         hits = [np.concatenate(column) for column in zip(*found)]
+        if complete:
+            stage_hashes, stage_offsets = hashes, offsets
+        else:
+            inside = np.isin(hashes, wanted[present[:taken]])
+            stage_hashes, stage_offsets = hashes[inside], offsets[inside]
         candidates = align(stage_hashes, stage_offsets, *hits, rule if final else stricter(rule))
         aligning += time.perf_counter() - t1
-        if candidates and not final:
+        if candidates and not complete:
             t0 = time.perf_counter()
             songs = [c.song_id for c in candidates]
             mine = np.isin(hits[1], songs)
-            more = store.return_matches(np.setdiff1d(hashes, fetched), song_ids=songs)
+            rest = np.delete(wanted, present[:taken])
+            more = store.return_matches(rest, song_ids=songs)
             t1 = time.perf_counter()
             candidates = _rescored(candidates, hashes, offsets, [np.concatenate([a[mine], b])
                                                                 for a, b in zip(hits, more)], rule)
             lookup, aligning = lookup + t1 - t0, aligning + time.perf_counter() - t1
         if candidates or final:
             return candidates, lookup, aligning
-        k += 1
+        budget *= ROWS_GROWTH
 
 
 def _rescored(candidates: list[Candidate], hashes: np.ndarray, offsets: np.ndarray, hits: list[np.ndarray],
@@ -135,12 +130,11 @@ def recognize_samples(store: Store, config: Config, samples: np.ndarray, sample_
         t0 = time.perf_counter()
         y = x if factor == 1.0 else stretch(x, factor)
         hashes, offsets = fingerprint(y, fp, query=True)
-        quick = fingerprint(y, fp) if mc.quick_pass else None
         t1 = time.perf_counter()
         if factor == 1.0 or not total_hashes:
             total_hashes = int(hashes.size)
         candidates, dt_query, dt_align = match_hashes(store, hashes, offsets,
-                                                      mc if factor == 1.0 else stricter(mc), quick)
+                                                      mc if factor == 1.0 else stricter(mc))
         t_fp, t_query, t_align = t_fp + t1 - t0, t_query + dt_query, t_align + dt_align
         if candidates or hashes.size == 0:
             break

@@ -36,6 +36,9 @@ class Store(Protocol):
     def return_matches(self, hashes: np.ndarray, song_ids: Sequence[int] | None = None) -> Hits:
         """Stored rows whose hash is in ``hashes`` (of ``song_ids`` only, if given), grouped by hash."""
 
+    def count_matches(self, hashes: np.ndarray) -> np.ndarray:
+        """Stored rows per hash of ``hashes`` (distinct, ascending), without reading the rows."""
+
     def get_songs_by_ids(self, song_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Fingerprinted songs by id; ids not stored are left out."""
 
