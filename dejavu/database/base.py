@@ -78,6 +78,8 @@ class BaseDatabase(ABC):
     schema: ClassVar[Sequence[str]] = ()
     #: Statement listing the names of the store's tables.
     tables_sql: ClassVar[str] = ""
+    #: Tables ``schema`` creates (besides the meta table).
+    tables: ClassVar[tuple[str, ...]] = ("songs", "fingerprints")
     #: Driver exception classes turned into DatabaseError.
     driver_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     #: Distinct hashes looked up by one statement.
@@ -237,7 +239,7 @@ class BaseDatabase(ABC):
         store's format (:mod:`dejavu.database.meta`)."""
         tables = {str(row[0]).lower() for row in self._fetch(self.tables_sql)}
         meta.check_previous_format(self, tables)
-        if not {"songs", "fingerprints", meta.META_TABLE} <= tables:
+        if not {*self.tables, meta.META_TABLE} <= tables:
             with self.cursor(write=True) as cur:
                 for statement in (*self.schema, meta.META_DDL):
                     cur.execute(statement)
@@ -251,7 +253,7 @@ class BaseDatabase(ABC):
     def empty(self) -> None:
         """Drop every song, fingerprint and recorded setting, then recreate the tables."""
         with self.cursor(write=True) as cur:
-            for table in ("fingerprints", "songs", meta.META_TABLE):
+            for table in (*self.tables, meta.META_TABLE):
                 cur.execute(f"DROP TABLE IF EXISTS {table}")
         self.setup()
 
@@ -457,10 +459,14 @@ class BaseDatabase(ABC):
             for start in range(0, len(ids), batch_size):
                 chunk = ids[start:start + batch_size]
                 marks = ", ".join([self.placeholder] * len(chunk))
-                cur.execute(f"DELETE FROM fingerprints WHERE song_id IN ({marks})", chunk)
+                self._delete_fingerprints(cur, marks, chunk)
                 cur.execute(f"DELETE FROM songs WHERE song_id IN ({marks})", chunk)
                 deleted += max(cur.rowcount, 0)
         return deleted
+
+    def _delete_fingerprints(self, cur: Any, marks: str, song_ids: list[int]) -> None:
+        """Delete the fingerprint rows of ``song_ids`` (``marks``: their placeholders)."""
+        cur.execute(f"DELETE FROM fingerprints WHERE song_id IN ({marks})", song_ids)
 
     def delete_unfingerprinted_songs(self) -> None:
         """Remove songs left unfinished (only rows written through the original's API can be)."""

@@ -468,7 +468,7 @@ def merge_segments(segments: Sequence[Segment], path: str | os.PathLike,
                 keys, postings = keys[keep], postings[keep]
             writer._append_stored(keys, postings)
     info = writer.finish()
-    log.info("merged %d segments (%d rows) into %s: %d rows, %d bytes in %.2f s", len(segments),
+    log.debug("merged %d segments (%d rows) into %s: %d rows, %d bytes in %.2f s", len(segments),
              sum(seg.rows for seg in segments), info.path, info.rows, info.nbytes, time.perf_counter() - started)
     return info
 

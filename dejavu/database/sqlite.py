@@ -1,39 +1,46 @@
-"""SQLite dialect: the embedded, zero-setup default store (one file, WAL mode)."""
+"""SQLite: the embedded, zero-setup default store.
+
+The catalogue (songs, recorded settings, the list of live segments) is one SQLite file in
+WAL mode; the fingerprint rows are memory-mapped segment files beside it, in the
+directory ``<path>-segments`` (:mod:`dejavu.database.index`, :mod:`dejavu.database.segments`).
+
+Writes hold SQLite's write lock: a batch of songs is written as one new segment file
+(crash-safe: temporary name, fsync, rename), and the songs, the segment's catalogue row
+and their ``fingerprinted`` flag commit in one transaction, so a kill at any moment
+leaves no partial song visible (an unlisted file is removed by the next write).  After a
+write the newest segments are merged while they are of similar size (O(log rows)
+segments); deleted songs' rows are dropped when their segment is merged, or by
+:meth:`SQLiteDatabase.compact`.  Readers see the catalogue's last commit (SQLite's
+snapshot) and the immutable files it lists.
+"""
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from dejavu.config import DEFAULT_SQLITE_PATH
-from dejavu.database.base import BaseDatabase
+from dejavu.database.base import BaseDatabase, hex_to_int64
+from dejavu.database.index import SegmentIndex, new_name
+from dejavu.database.segments import SegmentWriter, plan_merge
 from dejavu.exceptions import ConfigError, DatabaseError
-from dejavu.logic.store import Hits
+from dejavu.logic.store import Hits, NewSong
 
-#: Bytes of the database file read through a memory map.
-MMAP_BYTES = 1 << 31
-#: KiB of page cache while bulk-loading a catalogue.
-LOAD_CACHE_KIB = 1 << 18
+#: Deleted songs' rows may make up this share of the segments before a delete compacts them.
+DEAD_SHARE = 0.25
 
 
 class SQLiteDatabase(BaseDatabase):
-    """Fingerprints live in a WITHOUT ROWID table keyed by (hash, song_id, offset):
-    the key is the index, so each row is stored once (≈ 20 bytes).
-
-    A lookup passes the query hashes as one JSON array (one cached statement for any
-    query) and gets each hash's rows back as one text (``group_concat``): building
-    Python tuples, not SQLite, was most of the cost of fetching rows one by one.
-    """
+    """Songs in SQLite, fingerprints in memory-mapped segments: a lookup is a binary search
+    per key and a gather of numpy arrays from the page cache, with no row crossing a driver."""
 
     type = "sqlite"
     max_params = 32766 // 3 * 3
     driver_errors = (sqlite3.Error,)
-    hash_table = "json_each(?) AS q"
-    hit_list = "group_concat(f.song_id * 4294967296 + f.{offset})"
     tables_sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    tables = ("songs", "segments")
     schema = (
         """CREATE TABLE IF NOT EXISTS songs (
             song_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -45,11 +52,10 @@ class SQLiteDatabase(BaseDatabase):
             date_created TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
             date_modified TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
             source_path TEXT)""",
-        """CREATE TABLE IF NOT EXISTS fingerprints (
-            hash INTEGER NOT NULL,
-            song_id INTEGER NOT NULL,
-            "offset" INTEGER NOT NULL,
-            PRIMARY KEY (hash, song_id, "offset")) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS segments (
+            segment_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE,
+            rows INTEGER NOT NULL)""",
     )
 
     def __init__(self, path: str = DEFAULT_SQLITE_PATH, timeout: float = 60.0, max_rows_per_hash: int | None = None,
@@ -64,6 +70,8 @@ class SQLiteDatabase(BaseDatabase):
         super().__init__(max_rows_per_hash, path=path, timeout=timeout)
         self.path = os.fspath(path)
         self.timeout = float(timeout)
+        self.index = SegmentIndex(self.path + "-segments")
+        self._seen: tuple[int, int] | None = None   # (connection, data_version) the index reflects
 
     def _connect(self) -> sqlite3.Connection:
         directory = os.path.dirname(os.path.abspath(self.path))
@@ -75,12 +83,6 @@ class SQLiteDatabase(BaseDatabase):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=%d" % int(self.timeout * 1000))
-            # Read through a memory map (up to SQLite's usual 2 GB cap): a lookup's page
-            # reads cost no system call and no copy into a per-connection cache.
-            conn.execute("PRAGMA mmap_size=%d" % MMAP_BYTES)
-            # Up to 64 MiB of page cache (used only as filled): a batch of songs rewrites
-            # index pages all over the table, and re-reading them dominated ingest time.
-            conn.execute("PRAGMA cache_size=-65536")
         except sqlite3.Error as exc:
             raise DatabaseError(f"sqlite: cannot open {self.path}: {exc}") from None
         return _AutoBegin(conn)
@@ -89,64 +91,156 @@ class SQLiteDatabase(BaseDatabase):
     def location(self) -> str:
         return self.path
 
+    def _begin(self, cur: Any) -> None:
+        cur.execute("BEGIN IMMEDIATE")  # take the write lock now: no deadlock on upgrade
+        self._seen = None               # this connection's own commits do not move data_version
+
+    def _is_duplicate(self, exc: Exception) -> bool:
+        return isinstance(exc, sqlite3.IntegrityError)
+
+    # ----------------------------------------------------------------- the index as committed
+    def _current(self) -> SegmentIndex:
+        """The index as of the catalogue's last commit (read again only when it changed)."""
+        conn = self.connection
+        for attempt in range(3):
+            (version,), = self._fetch("PRAGMA data_version")
+            if self._seen == (id(conn), version):
+                return self.index
+            with self.cursor() as cur:
+                cur.execute("BEGIN")  # one snapshot for the segment list and the live songs
+                names = [row[0] for row in cur.execute("SELECT name FROM segments ORDER BY segment_id")]
+                live = [row[0] for row in cur.execute("SELECT song_id FROM songs WHERE fingerprinted = 1")]
+            try:
+                self.index.use(names, live)
+            except FileNotFoundError:  # merged away after the list was read: read it again
+                continue
+            self._seen = (id(conn), version)
+            return self.index
+        raise DatabaseError(f"sqlite: {self.path}: the segment files keep changing under this reader")
+
+    def return_matches(self, hashes: np.ndarray, song_ids: Sequence[int] | None = None) -> Hits:
+        wanted = np.unique(np.asarray(hashes, dtype=np.int64))
+        index = self._current()
+        if self.max_rows_per_hash is not None:
+            wanted = wanted[index.counts(wanted) <= self.max_rows_per_hash]
+        return index.lookup(wanted, song_ids)
+
+    def count_matches(self, hashes: np.ndarray) -> np.ndarray:
+        return self._current().counts(np.asarray(hashes, dtype=np.int64))
+
+    def query(self, fingerprint: int | str | None = None) -> list[tuple]:
+        """Rows (hash, song_id, offset) for one hash (int, or the original's hex text), or all
+        rows when None (original API)."""
+        if fingerprint is None:
+            chunks: Iterable[Hits] = self._current().rows()
+        else:
+            key = hex_to_int64(fingerprint) if isinstance(fingerprint, str) else int(fingerprint)
+            chunks = [self.return_matches(np.array([key], dtype=np.int64))]
+        return [row for chunk in chunks for row in zip(*(a.tolist() for a in chunk))]
+
+    def get_num_fingerprints(self) -> int:
+        """Stored rows of the fingerprinted songs."""
+        return int(self._fetch("SELECT COALESCE(SUM(total_hashes), 0) FROM songs WHERE fingerprinted = 1")[0][0])
+
+    def size_bytes(self) -> int | None:
+        (pages,), = self._fetch("PRAGMA page_count")
+        (size,), = self._fetch("PRAGMA page_size")
+        (free,), = self._fetch("PRAGMA freelist_count")
+        return int((pages - free) * size) + self._current().nbytes()
+
+    # ----------------------------------------------------------------- writing
+    def _bulk_insert(self, cur: Any, rows: np.ndarray) -> None:
+        """Write ``rows`` as a new segment and list it, inside the caller's write transaction."""
+        self.index.remove_unlisted(row[0] for row in cur.execute("SELECT name FROM segments"))
+        if len(rows):
+            info = self.index.write(rows)
+            cur.execute("INSERT INTO segments (name, rows) VALUES (?, ?)", (os.path.basename(info.path), info.rows))
+
+    def _delete_fingerprints(self, cur: Any, marks: str, song_ids: list[int]) -> None:
+        """Nothing to do now: the rows of songs no longer in the catalogue are filtered out,
+        and dropped when their segment is merged (see delete_songs_by_id)."""
+
+    def store_songs(self, songs: Sequence[NewSong]) -> list[int | None]:
+        ids = super().store_songs(songs)
+        self._merge(lambda counts: plan_merge(counts))
+        return ids
+
+    def delete_songs_by_id(self, song_ids: Iterable[int], batch_size: int = 1000) -> int:
+        """Delete songs; when deleted songs' rows exceed DEAD_SHARE of all, compact."""
+        deleted = super().delete_songs_by_id(song_ids, batch_size)
+        (stored,), = self._fetch("SELECT COALESCE(SUM(rows), 0) FROM segments")
+        if deleted and stored and 1 - self.get_num_fingerprints() / stored > DEAD_SHARE:
+            self.compact()
+        return deleted
+
+    def compact(self) -> None:
+        """Merge every segment into one, without the rows of deleted songs (their space comes back)."""
+        self._merge(lambda counts: list(range(len(counts))) if counts else [])
+
+    def _merge(self, plan: Any) -> None:
+        """Merge the segments ``plan(rows per segment, oldest first)`` picks, under the write lock."""
+        with self.cursor(write=True) as cur:
+            listed = cur.execute("SELECT segment_id, name, rows FROM segments ORDER BY segment_id").fetchall()
+            chosen = [listed[i] for i in plan([row[2] for row in listed])]
+            if not chosen or (len(chosen) == 1 and len(listed) > 1):
+                return
+            live = [row[0] for row in cur.execute("SELECT song_id FROM songs WHERE fingerprinted = 1")]
+            info = self.index.merge([row[1] for row in chosen], live)
+            cur.execute(f"DELETE FROM segments WHERE segment_id IN ({', '.join('?' * len(chosen))})",
+                        [row[0] for row in chosen])
+            cur.execute("INSERT INTO segments (name, rows) VALUES (?, ?)", (os.path.basename(info.path), info.rows))
+        with self.cursor(write=True) as cur:
+            self.index.remove_unlisted(row[0] for row in cur.execute("SELECT name FROM segments"))
+
+    def empty(self) -> None:
+        """Drop every song, segment and recorded setting, then recreate the tables."""
+        super().empty()
+        with self.cursor(write=True) as cur:
+            self.index.remove_unlisted(())
+            cur.execute("SELECT 1")
+
     def load_catalogue(self, songs: Iterable[tuple[int, str, str, float]], rows: Iterable[Hits]) -> int:
         """Fill an EMPTY store at bulk speed (e.g. a large synthetic catalogue); return the rows stored.
 
         ``songs``: (song_id, song_name, file_sha1 as hex, duration in s), stored as
         fingerprinted, each with ``total_hashes`` = its number of rows.  ``rows``: chunks of
-        (hash, song_id, offset) int64 arrays without duplicate rows; when the rows come in
-        key order (hash, song_id, offset), within and across chunks, the table is written
-        sequentially (any order works, slower).  One transaction, the file locked
-        exclusively and the journal off while loading, then back in WAL mode: a failed
-        load leaves the file unusable, so load into a new file and rename it when done.
+        (hash, song_id, offset) int64 arrays without duplicate rows, in ascending hash order
+        across chunks: they are streamed into one segment, never held whole.
 
-        Raises DatabaseError if the store already holds a song or a row, or a row's song
-        is not in ``songs``.
+        Raises DatabaseError if the store already holds a song, or a row's song is not in
+        ``songs``; ValueError if the chunks are not in hash order.
         """
         catalogue = [(int(i), str(name), bytes.fromhex(sha1), float(duration)) for i, name, sha1, duration in songs]
         ids = np.array([song[0] for song in catalogue], dtype=np.int64)
         known = np.zeros(ids.max(initial=-1) + 1, dtype=bool)
         known[ids] = True
         per_song = np.zeros(known.size, dtype=np.int64)
-        self.setup()
-        self.close()
-        try:
-            with contextlib.closing(sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)) as conn:
-                (used,), = conn.execute("SELECT EXISTS (SELECT 1 FROM songs) OR EXISTS (SELECT 1 FROM fingerprints)")
-                if used:
-                    raise DatabaseError(f"sqlite: {self.path} is not empty; a catalogue loads into an empty store")
-                for pragma in ("journal_mode = OFF", "synchronous = OFF", "locking_mode = EXCLUSIVE",
-                               f"cache_size = -{LOAD_CACHE_KIB}"):
-                    conn.execute(f"PRAGMA {pragma}")
-                cur = conn.cursor()
-                cur.execute("BEGIN EXCLUSIVE")
+        with self.cursor(write=True) as cur:
+            (used,), = cur.execute("SELECT EXISTS (SELECT 1 FROM songs) OR EXISTS (SELECT 1 FROM segments)")
+            if used:
+                raise DatabaseError(f"sqlite: {self.path} is not empty; a catalogue loads into an empty store")
+            self.index.remove_unlisted(())
+            os.makedirs(self.index.directory, exist_ok=True)
+            with SegmentWriter(self.index.path(new_name())) as writer:
                 for hashes, song_ids, offsets in rows:
                     counts = np.bincount(song_ids, minlength=known.size)
                     if counts.size > known.size or counts[~known].any():
                         stray = np.setdiff1d(song_ids, ids)[0]
                         raise DatabaseError(f"sqlite: rows of song {stray}, which is not in the songs loaded")
                     per_song += counts
-                    self._bulk_insert(cur, np.stack([hashes, song_ids, offsets], axis=1))
-                cur.executemany("INSERT INTO songs (song_id, song_name, fingerprinted, file_sha1, total_hashes, "
-                                "duration) VALUES (?, ?, 1, ?, ?, ?)",
-                                ((i, name, sha1, int(per_song[i]), duration) for i, name, sha1, duration in catalogue))
-                cur.execute("COMMIT")
-                conn.execute("PRAGMA journal_mode = WAL")
-        except sqlite3.Error as exc:
-            raise DatabaseError(f"sqlite: cannot load a catalogue into {self.path}: {exc}") from exc
+                    writer.append(hashes, song_ids, offsets)
+                info = writer.finish()
+            cur.execute("INSERT INTO segments (name, rows) VALUES (?, ?)", (os.path.basename(info.path), info.rows))
+            cur.executemany("INSERT INTO songs (song_id, song_name, fingerprinted, file_sha1, total_hashes, "
+                            "duration) VALUES (?, ?, 1, ?, ?, ?)",
+                            ((i, name, sha1, int(per_song[i]), duration) for i, name, sha1, duration in catalogue))
         return int(per_song.sum())
 
-    def _begin(self, cur: Any) -> None:
-        cur.execute("BEGIN IMMEDIATE")  # take the write lock now: no deadlock on upgrade
-
-    def _is_duplicate(self, exc: Exception) -> bool:
-        return isinstance(exc, sqlite3.IntegrityError)
-
-    def size_bytes(self) -> int | None:
-        (pages,), = self._fetch("PRAGMA page_count")
-        (size,), = self._fetch("PRAGMA page_size")
-        (free,), = self._fetch("PRAGMA freelist_count")
-        return int((pages - free) * size)
+    def close(self) -> None:
+        """Close the connection and the segment files (a later call reopens both)."""
+        super().close()
+        self.index.close()
+        self._seen = None
 
 
 class _AutoBegin:
