@@ -56,6 +56,7 @@ def real_database(workdir: str, files: list[str], keep: bool) -> str:
     path = os.path.join(workdir, "real.db")
     if not keep and os.path.exists(path):
         os.remove(path)
+        shutil.rmtree(path + "-segments", ignore_errors=True)
     djv = Dejavu({"database_type": "sqlite", "database": {"path": path}})
     djv.fingerprint_files(files, None)
     djv.close()
@@ -66,9 +67,10 @@ def build_database(path: str, real_path: str, n_songs: int, song_seconds: float,
                    rng: np.random.Generator) -> int:
     """Write ``path``: the real songs of ``real_path`` padded with synthetic songs to ``n_songs``;
     return its number of rows."""
-    part = path + ".part"
-    if os.path.exists(part):
-        os.remove(part)
+    for leftover in (path, path + "-wal", path + "-shm"):  # of a build that did not finish
+        if os.path.exists(leftover):
+            os.remove(leftover)
+    shutil.rmtree(path + "-segments", ignore_errors=True)
     real_store = SQLiteDatabase(real_path)
     songs = real_store.get_songs()
     real = np.array(real_store.query(), dtype=np.int64).reshape(-1, 3)
@@ -81,11 +83,10 @@ def build_database(path: str, real_path: str, n_songs: int, song_seconds: float,
     catalogue = [(song["song_id"], song["song_name"], song["file_sha1"], song["duration"]) for song in songs]
     catalogue += [(i, f"synthetic {i}", hashlib.sha1(b"synthetic %d" % i).hexdigest(), song_seconds)
                   for i in range(first_id, last_id + 1)]
-    store = SQLiteDatabase(part)
+    store = SQLiteDatabase(path)  # one transaction: a failed load leaves an empty store
     rows = store.load_catalogue(
         catalogue, synthetic_rows(real, n_synth, (first_id, last_id), int(song_seconds / frame_seconds), rng))
     store.close()
-    os.replace(part, path)
     return rows
 
 
@@ -98,7 +99,10 @@ def sized_database(workdir: str, real_path: str, n_songs: int, args: argparse.Na
         return path
     start = time.perf_counter()
     rows = build_database(path, real_path, n_songs, args.song_seconds, frame_seconds, rng)
-    print(f"built {path}: {n_songs} songs, {rows:,} rows, {os.path.getsize(path) / 2**30:.1f} GiB "
+    store = SQLiteDatabase(path)
+    size = store.stats()["size_bytes"]
+    store.close()
+    print(f"built {path}: {n_songs} songs, {rows:,} rows, {size / 2**30:.2f} GiB "
           f"in {time.perf_counter() - start:.0f} s")
     return path
 
@@ -157,6 +161,7 @@ def main() -> None:
         if not args.keep:
             for path in built:
                 os.remove(path)
+                shutil.rmtree(path + "-segments", ignore_errors=True)
             if not args.workdir:
                 shutil.rmtree(workdir)
     if args.keep:

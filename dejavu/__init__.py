@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # numpy is imported by the pipeline stages, when they run
 
     from dejavu.logic.ingest import FileOutcome, IngestReport
     from dejavu.logic.monitor import Segment
+    from dejavu.logic.rebuild import RebuildReport
 __all__ = ["Dejavu", "DejavuError", "ConfigError", "DatabaseError", "DecodeError", "__version__"]
 
 
@@ -117,6 +118,25 @@ class Dejavu:
         paths = list(paths)
         names = list(song_names) if song_names is not None else [None] * len(paths)
         return ingest(self.db, self.cfg, list(zip(paths, names)), nprocesses, progress)
+
+    def rebuild_from(self, source: str | os.PathLike[str] | Mapping[str, Any] | Config,
+                     nprocesses: int | None = None, progress: bool = False) -> RebuildReport:
+        """Fingerprint the songs of another store into this one from their source files,
+        keeping their names (e.g. to move a store of other settings to the current format).
+
+        ``source``: an SQLite file, a JSON configuration file, a database URL, or a config
+        (see :func:`dejavu.database.catalogue.source_config`); it is only read.  Songs whose
+        file is gone, unreadable or changed (SHA1) are listed in the returned
+        :class:`~dejavu.logic.rebuild.RebuildReport`, not raised.  Raises ConfigError if
+        ``source`` is this store, DatabaseError if its song list cannot be read.
+        """
+        from dejavu.database.catalogue import read_song_list, refuse_same_store, source_config
+        from dejavu.logic.rebuild import rebuild
+
+        old = source_config(source)
+        refuse_same_store(old, self.cfg)
+        songs = read_song_list(old.database_type, old.database)
+        return rebuild(self.db, self.cfg, songs, nprocesses, progress)
 
     def generate_fingerprints(self, samples: np.ndarray, Fs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(hashes int64, offsets int32) of float mono ``samples`` at ``Fs`` Hz (stored-side settings)."""

@@ -47,6 +47,8 @@ examples:
   dejavu --monitor show.mp3                  one JSON line per song heard (start/end s)
   arecord -f S16_LE -r 44100 -c 2 -t raw | dejavu --monitor - --format s16le --rate 44100 --channels 2
   dejavu --list                              list fingerprinted songs
+  dejavu --rebuild old.db --config new.json  fingerprint old.db's songs again, from their files,
+                                             into new.json's store (the current format)
 
 exit status: 0 matched / done, 1 no match / some files failed, 2 error""")
     parser.add_argument("-c", "--config", metavar="PATH",
@@ -68,6 +70,12 @@ exit status: 0 matched / done, 1 no match / some files failed, 2 error""")
                               "ends: SOURCE is a file, a URL, '-' (stdin) or 'mic'")
     actions.add_argument("--delete", nargs="+", type=int, metavar="SONG_ID", help="delete songs by id")
     actions.add_argument("--stats", action="store_true", help="print database statistics as JSON")
+    actions.add_argument("--rebuild", metavar="SOURCE",
+                         help="fingerprint every song of the store SOURCE (an SQLite file, a JSON config "
+                              "file or a database URL; only read, whatever its format or settings) again "
+                              "from the file it was fingerprinted from, keeping its name, into the "
+                              "configured store, which must be another one. A song whose file is gone, "
+                              "unreadable or changed is named on stderr (exit status 1)")
     parser.add_argument("--until-match", action="store_true",
                         help="with --recognize mic: stop listening at the first match")
     parser.add_argument("--window", type=float, metavar="S",
@@ -79,7 +87,7 @@ exit status: 0 matched / done, 1 no match / some files failed, 2 error""")
     parser.add_argument("--rate", type=int, metavar="HZ", help="with --monitor: input sample rate (raw PCM)")
     parser.add_argument("--channels", type=int, metavar="N", help="with --monitor: input channels (raw PCM)")
     parser.add_argument("-n", "--nprocs", type=int, default=None, metavar="N",
-                        help="worker processes for --fingerprint (default: CPU count)")
+                        help="worker processes for --fingerprint and --rebuild (default: CPU count)")
     parser.add_argument("--name", metavar="NAME", help="song name for --fingerprint FILE "
                                                        "(default: file name without extension)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -119,6 +127,20 @@ def _fingerprint(djv: Any, args: argparse.Namespace) -> int:
         report = djv.fingerprint_files([target], 1, song_names=[args.name])
     log.info("fingerprinted %d, skipped %d (already in the database), failed %d",
              len(report.fingerprinted), len(report.skipped), len(report.failed))
+    return EXIT_OK if report.ok else EXIT_NO_MATCH
+
+
+def _rebuild(config: Any, args: argparse.Namespace) -> int:
+    from dejavu import Dejavu
+    from dejavu.config import load_config
+    from dejavu.database.catalogue import refuse_same_store, source_config
+
+    source = source_config(args.rebuild)
+    refuse_same_store(source, load_config(config))  # before opening: the settings may differ
+    with Dejavu(config) as djv:
+        report = djv.rebuild_from(source, args.nprocs, progress=not args.no_progress and not args.quiet)
+    log.info("rebuilt %d of %d song(s), skipped %d (already in the database), could not rebuild %d",
+             report.rebuilt, report.songs, report.skipped, report.failed)
     return EXIT_OK if report.ok else EXIT_NO_MATCH
 
 
@@ -194,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.ERROR if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
     logging.basicConfig(level=level, format="dejavu: %(message)s", stream=sys.stderr)
     if not (args.fingerprint or args.recognize or args.list or args.delete or args.stats
-            or args.list_devices or args.monitor):
+            or args.list_devices or args.monitor or args.rebuild):
         parser.print_help()
         return EXIT_OK
     if args.recognize:
@@ -208,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.list_devices:
             return _list_devices()
         config = read_config_file(args.config) if args.config else None
+        if args.rebuild:
+            return _rebuild(config, args)
         with Dejavu(config) as djv:
             if args.fingerprint:
                 return _fingerprint(djv, args)

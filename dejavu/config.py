@@ -129,10 +129,10 @@ class MatchingConfig:
     min_margin: int = 3               # ... plus min_margin, where the chance level is
     chance_songs: int = 5             # the mean score of this many next-best songs
     offset_tolerance: int = 1         # frames; offsets this close vote together
-    quick_pass: bool = True           # look the query's rarest keys up first, in growing stages; a
-                                      # clear match there is the answer (stricter rule, few rows)
-    row_budget: int = 250_000         # stored rows one lookup reads at most (rarest keys first);
-                                      # 0 = no limit (every key of the query is looked up)
+    quick_pass: bool = True           # false: read every row of every query key (no row_budget)
+    row_budget: int = 20_000          # a query whose keys find more stored rows reads only its
+                                      # rarest keys' rows up to this, then verifies the songs they
+                                      # nominate with every key (0 = no limit: every row is read)
     speed_search: bool = True         # retry with stretch factors when nothing matches ...
     speed_factors: tuple[float, ...] = (0.97, 1.03, 0.98, 1.02, 0.96, 1.04)
     speed_search_max_seconds: float = 60.0  # ... for file queries up to this long

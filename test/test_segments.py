@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dejavu.database import segments
 from dejavu.database.segments import (DATA_START, Segment, SegmentError, SegmentWriter, lookup_all, merge_segments,
                                       plan_merge, write_segment)
 
@@ -86,7 +87,9 @@ def test_lookup_equals_reference(data) -> None:
         assert_rows(seg.lookup(q), expected(ref, q))
 
 
-def test_lookup_song_filter(data) -> None:
+@pytest.mark.parametrize("searched", [0, 10**9])  # every key's postings searched / read whole
+def test_lookup_song_filter(data, searched, monkeypatch) -> None:
+    monkeypatch.setattr(segments, "SEARCHED_POSTINGS", searched)
     seg, ref, _ = data
     rng = np.random.default_rng(2)
     for q in random_queries(rng, ref, 100):

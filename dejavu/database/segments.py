@@ -58,6 +58,10 @@ ALIGN = 64
 DTYPES = {"songs": "<u4", "offsets": "<i4", "keys": "<u8", "starts": "<i8"}
 #: Rows a merge or a row iterator holds in memory at once (some 60 bytes each while sorted).
 CHUNK_ROWS = 1 << 23
+#: Lookups for at most this many songs search each key's postings for them ...
+FEW_SONGS = 256
+#: ... where a key has more postings than this (fewer are read whole and filtered).
+SEARCHED_POSTINGS = 512
 _SIGN = np.uint64(1 << 63)
 _LOW = np.uint64(0xFFFFFFFF)
 _OFFSET_BIAS = np.uint64(1 << 31)
@@ -252,14 +256,53 @@ class Segment:
         return idx[found], found
 
     def _lookup_stored(self, wanted: np.ndarray, song_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows of distinct, ascending stored keys: (stored keys, song ids uint32, offsets int32)."""
+        """Rows of distinct, ascending stored keys: (stored keys, song ids uint32, offsets int32).
+
+        With a few ``song_ids`` (sorted, distinct), see :meth:`_rows_of_songs`."""
         idx, found = self._find(wanted)
+        if song_ids is not None and song_ids.size <= FEW_SONGS:
+            return self._rows_of_songs(wanted[found], idx, song_ids)
         pos, n = _gather_positions(self.starts, idx)
         keys, songs, offsets = np.repeat(wanted[found], n), self.songs[pos], self.offsets[pos]
         if song_ids is not None:
             keep = np.isin(songs, song_ids)
             keys, songs, offsets = keys[keep], songs[keep], offsets[keep]
         return keys, songs, offsets
+
+    def _rows_of_songs(self, keys: np.ndarray, idx: np.ndarray, song_ids: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows of a few songs (sorted, distinct ``song_ids``) for stored ``keys`` at key indices
+        ``idx``.  A key's postings are sorted by song: keys with many postings are
+        binary-searched for the songs (one searchsorted a key), so most of their rows are never
+        read; keys with few are gathered whole and filtered."""
+        if not song_ids.size:
+            return keys[:0], self.songs[:0], self.offsets[:0]
+        mask = np.zeros(int(song_ids[-1]) + 1, dtype=bool)
+        mask[song_ids] = True
+        n = self.starts[idx + 1] - self.starts[idx]
+        big = n > SEARCHED_POSTINGS
+        pos, count = _gather_positions(self.starts, idx[~big])
+        songs = self.songs[pos]
+        keep = songs < mask.size
+        keep[keep] = mask[songs[keep]]
+        order = [np.repeat(np.flatnonzero(~big), count)[keep]]
+        positions = [pos[keep]]
+        bounds = np.repeat(song_ids.astype(np.uint32), 2)
+        bounds[1::2] += np.uint32(1)                   # [song, song + 1) for each song
+        searched = np.flatnonzero(big)
+        begin, end = self.starts[idx[searched]].tolist(), self.starts[idx[searched] + 1].tolist()
+        edges = np.empty((searched.size, bounds.size), dtype=np.int64)
+        for row, (a, b) in enumerate(zip(begin, end)):   # one searchsorted a key
+            edges[row] = self.songs[a:b].searchsorted(bounds)
+        edges += np.asarray(begin, dtype=np.int64)[:, None]
+        first, rows = edges[:, 0::2].ravel(), (edges[:, 1::2] - edges[:, 0::2]).ravel()
+        positions.append(np.arange(int(rows.sum()), dtype=np.int64) + np.repeat(first - (np.cumsum(rows) - rows), rows))
+        order.append(np.repeat(np.repeat(searched, song_ids.size), rows))
+        at = np.concatenate(order)
+        where = np.concatenate(positions)
+        by_key = np.argsort(at, kind="stable")
+        at, where = at[by_key], where[by_key]
+        return keys[at], self.songs[where], self.offsets[where]
 
     def lookup(self, query_keys: np.ndarray | Sequence[int], song_ids: Sequence[int] | None = None) -> Hits:
         """Rows of the distinct query keys (of ``song_ids`` only, if given): (keys, song_ids,
@@ -296,7 +339,7 @@ def lookup_all(segments: Sequence[Segment], query_keys: np.ndarray | Sequence[in
     come segment by segment in the given order, each segment's by (song, offset).  Segments
     are expected to hold disjoint rows (a song is written once): nothing is deduplicated."""
     wanted = _distinct(_stored(query_keys))
-    songs = None if song_ids is None else np.asarray(song_ids, dtype=np.int64)
+    songs = None if song_ids is None else np.unique(np.asarray(song_ids, dtype=np.int64))
     parts = [seg._lookup_stored(wanted, songs) for seg in segments]
     parts = [p for p in parts if p[0].size] or [(wanted[:0], np.zeros(0, np.uint32), np.zeros(0, np.int32))]
     keys, found_songs, offsets = (np.concatenate(column) for column in zip(*parts))

@@ -215,6 +215,7 @@ class SQLiteDatabase(BaseDatabase):
         known = np.zeros(ids.max(initial=-1) + 1, dtype=bool)
         known[ids] = True
         per_song = np.zeros(known.size, dtype=np.int64)
+        self.setup()
         with self.cursor(write=True) as cur:
             (used,), = cur.execute("SELECT EXISTS (SELECT 1 FROM songs) OR EXISTS (SELECT 1 FROM segments)")
             if used:

@@ -8,7 +8,6 @@ recorded is tried again undoing playback-speed changes, under the same budget.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -18,81 +17,50 @@ from dejavu.logic.fingerprint import fingerprint
 from dejavu.logic.matching import Candidate, align, song_scores, stricter
 from dejavu.logic.resample import resample, stretch
 from dejavu.logic.results import build_results, recognition
-from dejavu.logic.store import Hits, Store
+from dejavu.logic.store import Store
 
-#: Rare-first search: the query's distinct keys are looked up rarest first (rows per key
-#: from Store.count_matches), in stages that read about FIRST_ROWS stored rows, then
-#: ROWS_GROWTH times more each, up to ``matching.row_budget``.  A clean clip is settled by
-#: its rare keys in the first stage (a song's keys are rare in other songs) ...
-FIRST_ROWS = 4_000
-ROWS_GROWTH = 8
+#: Songs the rarest keys nominate when a query's keys find more than ``matching.row_budget``
+#: rows; each is then scored with every query key.  Enough for the best song and, behind it,
+#: the runner-ups whose scores set the chance level of the no-match rule.
+CANDIDATE_SONGS = 32
 
 
 def match_hashes(store: Store, hashes: np.ndarray, offsets: np.ndarray, rule: MatchingConfig,
                  ) -> tuple[list[Candidate], float, float]:
-    """Look the query's hashes up, rarest keys first, and align them: (candidates, lookup s, align s).
+    """Look the query's hashes up and align them: (candidates, lookup s, align s).
 
-    Each stage adds the next rarest keys within its row budget and aligns the query hashes
-    of every key read so far.  A stage that has not read every key must pass the
-    :func:`~dejavu.logic.matching.stricter` rule; the songs it finds are then scored again
-    with all of ``hashes`` (reading only those songs' rows), so their scores and offsets
-    are those of a full lookup.  The last stage reads every key (``rule`` as given: exactly
-    a full lookup) or, when the keys find more than ``rule.row_budget`` rows, the rarest
-    keys within it (``rule`` as given, on those keys): what one query reads is bounded.
+    The distinct keys are counted first (:meth:`Store.count_matches`, no rows read).  If
+    they find at most ``rule.row_budget`` rows (or the budget is 0, or ``quick_pass`` is
+    off), every row is read and aligned: a full lookup.  Otherwise the rarest keys within
+    the budget are read and aligned; the :data:`CANDIDATE_SONGS` best songs there are then
+    scored with every key, reading only their rows, and ``rule`` decides among them.  So
+    what one query reads is bounded, whatever the size of the catalogue: common keys,
+    found in many songs, say little about which one is playing and cost the most.
     """
     t0 = time.perf_counter()
     wanted = np.unique(hashes)
     counts = store.count_matches(wanted)
-    present = np.argsort(counts, kind="stable")
-    present = present[counts[present] > 0]          # indices into wanted, rarest first
-    reach = np.cumsum(counts[present])
-    total = int(reach[-1]) if reach.size else 0
-    limit = min(total, rule.row_budget) if rule.row_budget else total
-    found: list[Hits] = [(wanted[:0],) * 3]
-    taken = 0
-    budget = FIRST_ROWS if rule.quick_pass else limit
-    lookup, aligning = time.perf_counter() - t0, 0.0
-    while True:
-        final = budget >= limit
-        t0 = time.perf_counter()
-        n = present.size if final and limit == total else \
-            max(taken + 1, int(np.searchsorted(reach, min(budget, limit), side="right")))
-        found.append(store.return_matches(np.sort(wanted[present[taken:n]])))
-        taken = min(n, present.size)
-        complete = taken == present.size
+    present = counts > 0
+    total = int(counts.sum())
+    budget = rule.row_budget if rule.quick_pass and rule.row_budget else total
+    if total <= budget:
+        hits = store.return_matches(wanted[present])
         t1 = time.perf_counter()
-        lookup += t1 - t0
-        hits = [np.concatenate(column) for column in zip(*found)]
-        if complete:
-            stage_hashes, stage_offsets = hashes, offsets
-        else:
-            inside = np.isin(hashes, wanted[present[:taken]])
-            stage_hashes, stage_offsets = hashes[inside], offsets[inside]
-        candidates = align(stage_hashes, stage_offsets, *hits, rule if final else stricter(rule))
-        aligning += time.perf_counter() - t1
-        if candidates and not complete:
-            t0 = time.perf_counter()
-            songs = [c.song_id for c in candidates]
-            mine = np.isin(hits[1], songs)
-            rest = np.delete(wanted, present[:taken])
-            more = store.return_matches(rest, song_ids=songs)
-            t1 = time.perf_counter()
-            candidates = _rescored(candidates, hashes, offsets, [np.concatenate([a[mine], b])
-                                                                for a, b in zip(hits, more)], rule)
-            lookup, aligning = lookup + t1 - t0, aligning + time.perf_counter() - t1
-        if candidates or final:
-            return candidates, lookup, aligning
-        budget *= ROWS_GROWTH
-
-
-def _rescored(candidates: list[Candidate], hashes: np.ndarray, offsets: np.ndarray, hits: list[np.ndarray],
-              rule: MatchingConfig) -> list[Candidate]:
-    """The candidates with score, hits and offset from all query hashes (``hits``: every
-    row of the candidates' songs for them), best first."""
-    songs, best, total, shift = song_scores(hashes, offsets, *hits, rule.offset_tolerance)
-    at = np.searchsorted(songs, [c.song_id for c in candidates])
-    rescored = [replace(c, score=int(best[i]), hits=int(total[i]), offset=int(shift[i])) for c, i in zip(candidates, at)]
-    return sorted(rescored, key=lambda c: -c.score)
+        return align(hashes, offsets, *hits, rule), t1 - t0, time.perf_counter() - t1
+    order = np.argsort(counts, kind="stable")
+    order = order[counts[order] > 0]
+    n = max(1, int(np.searchsorted(np.cumsum(counts[order]), budget, side="right")))
+    rare = np.sort(wanted[order[:n]])
+    hits = store.return_matches(rare)
+    t1 = time.perf_counter()
+    inside = np.isin(hashes, rare)
+    songs, best, _, _ = song_scores(hashes[inside], offsets[inside], *hits, rule.offset_tolerance)
+    nominated = np.sort(songs[np.argsort(-best, kind="stable")[:CANDIDATE_SONGS]])
+    t2 = time.perf_counter()
+    verified = store.return_matches(wanted[present], song_ids=nominated.tolist())
+    t3 = time.perf_counter()
+    candidates = align(hashes, offsets, *verified, rule)
+    return candidates, (t1 - t0) + (t3 - t2), (t2 - t1) + (time.perf_counter() - t3)
 
 
 def rank_songs(store: Store, config: Config, hashes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
