@@ -46,8 +46,8 @@ class SegmentIndex:
     def use(self, names: Sequence[str], live_songs: Iterable[int]) -> None:
         """Make ``names`` (oldest first) the index and ``live_songs`` the songs it returns.
 
-        Raises FileNotFoundError if a listed file is gone (a merge removed it after the list
-        was read): read the list again."""
+        Raises SegmentError (caused by FileNotFoundError) if a listed file is gone (a merge
+        removed it after the list was read): read the list again."""
         opened = {name: self._open.get(name) or Segment.open(self.path(name)) for name in names}
         for name, segment in self._open.items():
             if name not in opened:

@@ -24,7 +24,7 @@ import numpy as np
 from dejavu.config import DEFAULT_SQLITE_PATH
 from dejavu.database.base import BaseDatabase, hex_to_int64
 from dejavu.database.index import SegmentIndex, new_name
-from dejavu.database.segments import SegmentWriter, plan_merge
+from dejavu.database.segments import SegmentError, SegmentWriter, plan_merge
 from dejavu.exceptions import ConfigError, DatabaseError
 from dejavu.logic.store import Hits, NewSong
 
@@ -112,8 +112,10 @@ class SQLiteDatabase(BaseDatabase):
                 live = [row[0] for row in cur.execute("SELECT song_id FROM songs WHERE fingerprinted = 1")]
             try:
                 self.index.use(names, live)
-            except FileNotFoundError:  # merged away after the list was read: read it again
-                continue
+            except SegmentError as exc:
+                if not isinstance(exc.__cause__, FileNotFoundError):
+                    raise
+                continue  # merged away after the list was read: read it again
             self._seen = (id(conn), version)
             return self.index
         raise DatabaseError(f"sqlite: {self.path}: the segment files keep changing under this reader")
@@ -169,7 +171,8 @@ class SQLiteDatabase(BaseDatabase):
         """Delete songs; when deleted songs' rows exceed DEAD_SHARE of all, compact."""
         deleted = super().delete_songs_by_id(song_ids, batch_size)
         (stored,), = self._fetch("SELECT COALESCE(SUM(rows), 0) FROM segments")
-        if deleted and stored and 1 - self.get_num_fingerprints() / stored > DEAD_SHARE:
+        (kept,), = self._fetch("SELECT COALESCE(SUM(total_hashes), 0) FROM songs")
+        if deleted and stored and 1 - kept / stored > DEAD_SHARE:
             self.compact()
         return deleted
 
@@ -184,8 +187,8 @@ class SQLiteDatabase(BaseDatabase):
             chosen = [listed[i] for i in plan([row[2] for row in listed])]
             if not chosen or (len(chosen) == 1 and len(listed) > 1):
                 return
-            live = [row[0] for row in cur.execute("SELECT song_id FROM songs WHERE fingerprinted = 1")]
-            info = self.index.merge([row[1] for row in chosen], live)
+            kept = [row[0] for row in cur.execute("SELECT song_id FROM songs")]  # deleted songs' rows go
+            info = self.index.merge([row[1] for row in chosen], kept)
             cur.execute(f"DELETE FROM segments WHERE segment_id IN ({', '.join('?' * len(chosen))})",
                         [row[0] for row in chosen])
             cur.execute("INSERT INTO segments (name, rows) VALUES (?, ?)", (os.path.basename(info.path), info.rows))
