@@ -130,7 +130,7 @@ class MatchingConfig:
     chance_songs: int = 5             # the mean score of this many next-best songs
     offset_tolerance: int = 1         # frames; offsets this close vote together
     quick_pass: bool = True           # false: read every row of every query key (no row_budget)
-    row_budget: int = 20_000          # a query whose keys find more stored rows reads only its
+    row_budget: int = 50_000          # a query whose keys find more stored rows reads only its
                                       # rarest keys' rows up to this, then verifies the songs they
                                       # nominate with every key (0 = no limit: every row is read)
     speed_search: bool = True         # retry with stretch factors when nothing matches ...

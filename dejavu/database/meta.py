@@ -71,4 +71,5 @@ def check_settings(db: BaseDatabase, settings: Mapping[str, Any]) -> None:
         if recorded != value:
             raise ConfigError(
                 f"{db.location}: {name} is {recorded!r} in the store but {value!r} in the configuration: "
-                f"set it to {recorded!r} (the store's value), or fingerprint into a new database")
+                f"set it to {recorded!r} (the store's value), or rebuild the store into a new database with "
+                "the new settings (dejavu --rebuild)")

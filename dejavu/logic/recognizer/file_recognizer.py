@@ -26,21 +26,28 @@ def recognize_file(store: Store, config: Config, filename: str) -> dict[str, Any
     """
     fp, mc = config.fingerprint, config.matching
     fingerprinter = StreamFingerprinter(fp, query=True)
+    # The nominating hashes (stored density), see match_hashes.
+    quick_fingerprinter = StreamFingerprinter(fp) if mc.quick_pass else None
     parts: list[Hashes] = []
+    quick_parts: list[Hashes] = []
     t_fp = 0.0
     for block in decoder.stream(filename, fp.sample_rate, block_seconds=decoder.QUERY_BLOCK_SECONDS,
                                 limit=config.fingerprint_limit):
         t0 = time.perf_counter()
         parts.append(fingerprinter.feed(block))
+        if quick_fingerprinter is not None:
+            quick_parts.append(quick_fingerprinter.feed(block))
         t_fp += time.perf_counter() - t0
     if fingerprinter.total_samples == 0:
         raise DecodeError(f"{filename}: contains no audio samples")
     t0 = time.perf_counter()
     parts.append(fingerprinter.flush())
     hashes, offsets = concat(parts)
+    quick = concat(quick_parts + [quick_fingerprinter.flush()]) if quick_fingerprinter is not None else None
     parts.clear()
+    quick_parts.clear()
     t_fp += time.perf_counter() - t0
-    candidates, t_query, t_align = match_hashes(store, hashes, offsets, mc)
+    candidates, t_query, t_align = match_hashes(store, hashes, offsets, mc, quick)
     seconds = fingerprinter.total_samples / fp.sample_rate
     results = build_results(store, config, candidates, int(hashes.size), seconds)
     if not results and mc.speed_search and hashes.size and seconds <= mc.speed_search_max_seconds:
