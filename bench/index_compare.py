@@ -37,7 +37,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from _machine import machine  # noqa: E402
 
-from dejavu.database.segments import Segment, lookup_all, plan_merge, write_segment  # noqa: E402
+from dejavu.database.segment_writer import plan_merge, write_segment  # noqa: E402
+from dejavu.database.segments import Segment, lookup_all  # noqa: E402
 from dejavu.logic.store import Hits  # noqa: E402
 
 try:

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from dejavu.database import segments
-from dejavu.database.segments import (DATA_START, Segment, SegmentError, SegmentWriter, lookup_all, merge_segments,
-                                      plan_merge, write_segment)
+from dejavu.database.segment_writer import SegmentWriter, merge_segments, plan_merge, write_segment
+from dejavu.database.segments import DATA_START, Segment, SegmentError, lookup_all
 
 ROOT = Path(__file__).resolve().parent.parent
 I64 = np.iinfo(np.int64)

@@ -17,7 +17,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from dejavu.database.segments import Segment, SegmentInfo, lookup_all, merge_segments, write_segment
+from dejavu.database.segment_writer import merge_segments, write_segment
+from dejavu.database.segments import Segment, SegmentInfo, lookup_all
 from dejavu.logic.store import Hits
 
 log = logging.getLogger(__name__)

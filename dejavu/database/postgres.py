@@ -7,6 +7,12 @@ are written by one COPY and so lie together in the heap: a BRIN index on ``song_
 (a few kB in all; minmax-multi copes with the holes deletes leave) finds them for
 deletes, where a btree would add about 7 bytes a row.  There is no primary key on
 fingerprints: nothing looks a row up by all three columns.
+
+``load_catalogue`` (:class:`~dejavu.database.server.ServerDatabase`) fills an empty store in
+one transaction: it locks both tables, truncates fingerprints and drops its indexes, COPYs
+the rows song by song with FREEZE (rows written frozen and all-visible, so counting a key
+reads the index only, with no VACUUM first), builds the indexes by sorting, moves the
+song_id identity past the ids loaded, and ANALYZEs.
 """
 from __future__ import annotations
 
@@ -30,6 +36,13 @@ _COPY_TRAILER = struct.pack(">h", -1)
 _NO_SEQSCAN = "SET LOCAL enable_seqscan = off"
 #: Key of the advisory lock that serializes concurrent setup() calls.
 _SETUP_LOCK = 0x64656A61  # "deja"
+_COPY_SQL = 'COPY fingerprints (hash, song_id, "offset") FROM STDIN WITH (FORMAT binary{})'
+#: The indexes of fingerprints, by name.
+_INDEXES = {
+    "ix_fingerprints_hash": "CREATE INDEX IF NOT EXISTS ix_fingerprints_hash ON fingerprints (hash)",
+    "ix_fingerprints_song_id": "CREATE INDEX IF NOT EXISTS ix_fingerprints_song_id ON fingerprints "
+                               "USING brin (song_id int4_minmax_multi_ops) WITH (autosummarize = on)",
+}
 
 
 class PostgreSQLDatabase(ServerDatabase):
@@ -60,10 +73,13 @@ class PostgreSQLDatabase(ServerDatabase):
             hash BIGINT NOT NULL,
             song_id INTEGER NOT NULL,
             "offset" INTEGER NOT NULL)""",
-        "CREATE INDEX IF NOT EXISTS ix_fingerprints_hash ON fingerprints (hash)",
-        "CREATE INDEX IF NOT EXISTS ix_fingerprints_song_id ON fingerprints "
-        "USING brin (song_id int4_minmax_multi_ops) WITH (autosummarize = on)",
+        *_INDEXES.values(),
     )
+    load_start = ("TRUNCATE fingerprints", f"DROP INDEX {', '.join(_INDEXES)}")
+    load_finish = (*_INDEXES.values(),
+                   "SELECT setval(pg_get_serial_sequence('songs', 'song_id'), COALESCE(MAX(song_id), 0) + 1, false) "
+                   "FROM songs",
+                   "ANALYZE songs, fingerprints")
 
     def _open(self) -> Any:
         return psycopg2.connect(host=self.host, port=self.port, user=self.user, password=self.password,
@@ -90,14 +106,22 @@ class PostgreSQLDatabase(ServerDatabase):
 
     def _bulk_insert(self, cur: Any, rows: np.ndarray) -> None:
         """COPY the rows in binary format from an in-memory buffer (one round trip)."""
-        if not len(rows):
-            return
+        if len(rows):
+            cur.copy_expert(_COPY_SQL.format(""), self._load_prepare(rows, ""))
+
+    def _load_prepare(self, rows: np.ndarray, directory: str) -> io.BytesIO:
+        """The rows, shape (n, 3) int64 (hash, song_id, offset), as COPY's binary format."""
         packed = np.empty(len(rows), dtype=_COPY_ROW)
         packed["fields"] = 3
         packed["hash_len"], packed["song_len"], packed["offset_len"] = 8, 4, 4
         packed["hash"], packed["song_id"], packed["offset"] = rows[:, 0], rows[:, 1], rows[:, 2]
-        buffer = io.BytesIO(_COPY_HEADER + packed.tobytes() + _COPY_TRAILER)
-        cur.copy_expert('COPY fingerprints (hash, song_id, "offset") FROM STDIN WITH (FORMAT binary)', buffer)
+        return io.BytesIO(_COPY_HEADER + packed.tobytes() + _COPY_TRAILER)
+
+    def _load_begin(self, cur: Any) -> None:
+        cur.execute("LOCK TABLE songs, fingerprints IN ACCESS EXCLUSIVE MODE")
+
+    def _load_rows(self, cur: Any, prepared: io.BytesIO) -> None:
+        cur.copy_expert(_COPY_SQL.format(", FREEZE"), prepared)  # fingerprints was truncated in this transaction
 
     def _begin(self, cur: Any) -> None:
         # Writes find rows by song_id only, where an index always beats reading the table,

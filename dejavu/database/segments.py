@@ -36,11 +36,7 @@ import json
 import logging
 import mmap
 import os
-import shutil
-import tempfile
-import time
-import uuid
-from typing import IO, Iterable, Iterator, NamedTuple, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -80,7 +76,7 @@ class SegmentInfo(NamedTuple):
     nbytes: int
 
 
-def _stored(keys: np.ndarray | Sequence[int]) -> np.ndarray:
+def stored_keys(keys: np.ndarray | Sequence[int]) -> np.ndarray:
     """Keys (int64 or uint64 bits, any shape) → stored uint64 keys ``key ^ 2**63``."""
     a = np.asarray(keys)
     if a.size == 0:
@@ -95,7 +91,7 @@ def _unstored(keys: np.ndarray) -> np.ndarray:
     return (keys ^ _SIGN).view(np.int64)
 
 
-def _pack(song_ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+def pack(song_ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """(song_id, offset) → uint64 whose order is (song_id, offset) order (offsets as signed)."""
     s = np.asarray(song_ids)
     o = np.asarray(offsets)
@@ -107,7 +103,7 @@ def _pack(song_ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return (s.astype(np.uint64) << np.uint64(32)) | low
 
 
-def _unpack(postings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def unpack(postings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Packed postings → (song_ids uint32, offsets int32)."""
     offsets = ((postings & _LOW) ^ _OFFSET_BIAS).astype(np.uint32).view(np.int32)
     return (postings >> np.uint64(32)).astype(np.uint32), offsets
@@ -117,7 +113,7 @@ def _bits(n: int) -> int:
     return int(n).bit_length()
 
 
-def _run_starts(a: np.ndarray) -> np.ndarray:
+def run_starts(a: np.ndarray) -> np.ndarray:
     """Mask of the elements that differ from the one before (the first of each run)."""
     first = np.ones(a.size, dtype=bool)
     first[1:] = a[1:] != a[:-1]
@@ -127,10 +123,10 @@ def _run_starts(a: np.ndarray) -> np.ndarray:
 def _distinct(a: np.ndarray) -> np.ndarray:
     """Distinct values, ascending (``np.unique`` is 100x slower on uint64 in numpy 2.4)."""
     a = np.sort(a)
-    return a[_run_starts(a)]
+    return a[run_starts(a)]
 
 
-def _sorted_rows(keys: np.ndarray, postings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def sorted_rows(keys: np.ndarray, postings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows (stored keys, packed postings) sorted by (key, posting), duplicates dropped."""
     same = keys[1:] == keys[:-1]
     if not np.all((keys[1:] > keys[:-1]) | (same & (postings[1:] >= postings[:-1]))):
@@ -152,7 +148,7 @@ def _sort_rows(keys: np.ndarray, postings: np.ndarray) -> tuple[np.ndarray, np.n
     if _bits(keys.max() - least_key) + song_bits + low_bits >= 64:
         order = np.argsort(keys)
         keys, postings = keys[order], postings[order]
-        first = _run_starts(keys)
+        first = run_starts(keys)
         distinct, code = keys[first], np.cumsum(first, dtype=np.uint64) - np.uint64(1)
     if _bits(code.max()) + song_bits + low_bits >= 64:
         order = np.lexsort((postings, keys))
@@ -173,7 +169,7 @@ def _gather_positions(starts: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, 
     return np.arange(int(n.sum()), dtype=np.int64) + np.repeat(begin - (np.cumsum(n) - n), n), n
 
 
-def _fsync_dir(directory: str) -> None:
+def fsync_dir(directory: str) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -311,161 +307,28 @@ class Segment:
 
     def counts(self, query_keys: np.ndarray | Sequence[int]) -> np.ndarray:
         """Rows stored per query key, int64 of the query's shape (0 where absent); reads only ``starts``."""
-        stored = _stored(query_keys)
+        stored = stored_keys(query_keys)
         idx, found = self._find(stored)
         out = np.zeros(stored.size, dtype=np.int64)
         out[found] = self.starts[idx + 1] - self.starts[idx]
         return out.reshape(np.shape(query_keys))
 
-    def _block(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    def block(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows of key indices [a, b): (stored keys, packed postings) uint64, in file order."""
         starts = self.starts[a:b + 1]
         lo, hi = int(starts[0]), int(starts[-1])
-        return np.repeat(self.keys[a:b], np.diff(starts)), _pack(self.songs[lo:hi], self.offsets[lo:hi])
+        return np.repeat(self.keys[a:b], np.diff(starts)), pack(self.songs[lo:hi], self.offsets[lo:hi])
 
     def iter_rows(self, chunk_rows: int = CHUNK_ROWS) -> Iterator[Hits]:
         """Every row in file order as (keys, song_ids, offsets) int64 chunks of about ``chunk_rows``
         rows (more when one key has more); a key's rows are never split between chunks."""
-        for ((a, b),) in _key_ranges([self], chunk_rows):
-            keys, postings = self._block(a, b)
-            songs, offsets = _unpack(postings)
+        for ((a, b),) in key_ranges([self], chunk_rows):
+            keys, postings = self.block(a, b)
+            songs, offsets = unpack(postings)
             yield _unstored(keys), songs.astype(np.int64), offsets.astype(np.int64)
 
 
-def lookup_all(segments: Sequence[Segment], query_keys: np.ndarray | Sequence[int],
-               song_ids: Sequence[int] | None = None) -> Hits:
-    """Rows of the distinct query keys in all ``segments`` (of ``song_ids`` only, if given):
-    (keys, song_ids, offsets) int64 (r,), grouped by key in ascending key order; a key's rows
-    come segment by segment in the given order, each segment's by (song, offset).  Segments
-    are expected to hold disjoint rows (a song is written once): nothing is deduplicated."""
-    wanted = _distinct(_stored(query_keys))
-    songs = None if song_ids is None else np.unique(np.asarray(song_ids, dtype=np.int64))
-    parts = [seg._lookup_stored(wanted, songs) for seg in segments]
-    parts = [p for p in parts if p[0].size] or [(wanted[:0], np.zeros(0, np.uint32), np.zeros(0, np.int32))]
-    keys, found_songs, offsets = (np.concatenate(column) for column in zip(*parts))
-    if len(parts) > 1:
-        order = np.argsort(keys, kind="stable")
-        keys, found_songs, offsets = keys[order], found_songs[order], offsets[order]
-    return _unstored(keys), found_songs.astype(np.int64), offsets.astype(np.int64)
-
-
-class SegmentWriter:
-    """Write one segment in chunks, never holding it whole (bulk loads, merges).
-
-    Each chunk's keys must all be >= every key of the chunks before (a key may continue
-    into the next chunk); rows within a chunk come in any order and are sorted when they
-    are not already, duplicates dropped.  ``songs`` stream into the target's temporary
-    file, the other arrays into unnamed temporary files copied in by :meth:`finish`.
-    As a context manager: finishes on a normal exit, removes the temporary file on error.
-    """
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = os.path.abspath(os.fspath(path))
-        directory, name = os.path.split(self.path)
-        self._tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
-        self._out: IO[bytes] = os.fdopen(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
-        self._out.write(bytes(DATA_START))
-        self._side = {name: tempfile.TemporaryFile(dir=directory) for name in ("offsets", "keys", "starts")}
-        self._rows = 0
-        self._n_keys = 0
-        self._carry = (np.zeros(0, np.uint64), np.zeros(0, np.uint64))  # rows of the last key seen
-        self._started = time.perf_counter()
-        self.info: SegmentInfo | None = None
-
-    def append(self, keys: np.ndarray | Sequence[int], song_ids: np.ndarray | Sequence[int],
-               offsets: np.ndarray | Sequence[int]) -> None:
-        """Add rows: three arrays of equal length (keys int64/uint64 bits, song ids, offsets)."""
-        stored = _stored(keys)
-        if not stored.size == np.size(song_ids) == np.size(offsets):
-            raise ValueError(f"keys, song_ids and offsets differ in length "
-                             f"({stored.size}, {np.size(song_ids)}, {np.size(offsets)})")
-        self._append_stored(stored, _pack(np.ravel(song_ids), np.ravel(offsets)))
-
-    def _append_stored(self, keys: np.ndarray, postings: np.ndarray) -> None:
-        """Add rows as stored keys and packed postings (uint64, equal length)."""
-        if not keys.size:
-            return
-        carry_keys, carry_postings = self._carry
-        if carry_keys.size:
-            if keys.min() < carry_keys[0]:
-                raise ValueError(f"{self.path}: chunks must come in ascending key order")
-            keys, postings = np.concatenate([carry_keys, keys]), np.concatenate([carry_postings, postings])
-        keys, postings = _sorted_rows(keys, postings)
-        cut = int(np.searchsorted(keys, keys[-1]))
-        self._carry = keys[cut:], postings[cut:]
-        self._write(keys[:cut], postings[:cut])
-
-    def _write(self, keys: np.ndarray, postings: np.ndarray) -> None:
-        """Write sorted, distinct rows whose keys all come after those written before."""
-        first = np.flatnonzero(_run_starts(keys))
-        songs, offsets = _unpack(postings)
-        self._out.write(songs.astype("<u4", copy=False).data)
-        self._side["offsets"].write(offsets.astype("<i4", copy=False).data)
-        self._side["keys"].write(keys[first].astype("<u8", copy=False).data)
-        self._side["starts"].write((first + self._rows).astype("<i8", copy=False).data)
-        self._rows += int(keys.size)
-        self._n_keys += int(first.size)
-
-    def finish(self) -> SegmentInfo:
-        """Write the header, sync and rename the file into place; the segment's SegmentInfo."""
-        if self.info is not None:
-            return self.info
-        self._write(*self._carry)
-        self._side["starts"].write(np.array([self._rows], dtype="<i8").tobytes())
-        counts = {"songs": self._rows, "offsets": self._rows, "keys": self._n_keys, "starts": self._n_keys + 1}
-        arrays = {"songs": [DATA_START, self._rows, DTYPES["songs"]]}
-        for name in ("offsets", "keys", "starts"):
-            self._out.write(bytes(-self._out.tell() % ALIGN))
-            arrays[name] = [self._out.tell(), counts[name], DTYPES[name]]
-            side = self._side[name]
-            side.seek(0)
-            shutil.copyfileobj(side, self._out, 1 << 23)
-            side.close()
-        size = self._out.tell()
-        head = json.dumps({"version": VERSION, "rows": self._rows, "keys": self._n_keys, "size": size,
-                           "arrays": arrays}).encode()
-        self._out.seek(0)
-        self._out.write(MAGIC + len(head).to_bytes(4, "little") + head)
-        self._out.flush()
-        os.fsync(self._out.fileno())
-        self._out.close()
-        os.replace(self._tmp, self.path)
-        _fsync_dir(os.path.dirname(self.path))
-        self.info = SegmentInfo(self.path, self._rows, self._n_keys, size)
-        log.debug("wrote %s: %d rows, %d keys, %d bytes in %.2f s", self.path, self._rows, self._n_keys, size,
-                  time.perf_counter() - self._started)
-        return self.info
-
-    def abort(self) -> None:
-        """Give up: close and remove the temporary files (the target is untouched)."""
-        for fh in (self._out, *self._side.values()):
-            fh.close()
-        if os.path.exists(self._tmp):
-            os.unlink(self._tmp)
-
-    def __enter__(self) -> SegmentWriter:
-        return self
-
-    def __exit__(self, exc_type: type | None, *exc: object) -> None:
-        if exc_type is None:
-            try:
-                self.finish()
-            except BaseException:
-                self.abort()
-                raise
-        else:
-            self.abort()
-
-
-def write_segment(path: str | os.PathLike, keys: np.ndarray | Sequence[int], song_ids: np.ndarray | Sequence[int],
-                  offsets: np.ndarray | Sequence[int]) -> SegmentInfo:
-    """Write rows (arrays of equal length (n,), any order) as the segment ``path``."""
-    with SegmentWriter(path) as writer:
-        writer.append(keys, song_ids, offsets)
-    return writer.finish()
-
-
-def _key_ranges(segments: Sequence[Segment], chunk_rows: int) -> Iterator[list[tuple[int, int]]]:
+def key_ranges(segments: Sequence[Segment], chunk_rows: int) -> Iterator[list[tuple[int, int]]]:
     """Split the union of the segments' keys into consecutive key ranges of about ``chunk_rows``
     rows in all: per range, the key index range [a, b) of each segment (at least one key)."""
     pos = [0] * len(segments)
@@ -482,50 +345,18 @@ def _key_ranges(segments: Sequence[Segment], chunk_rows: int) -> Iterator[list[t
         pos = ends
 
 
-def _live_mask(live: np.ndarray | Iterable[int]) -> np.ndarray:
-    """A bool array indexed by song id from a bool array or an iterable of live song ids."""
-    if isinstance(live, np.ndarray) and live.dtype == bool:
-        return live
-    ids = np.fromiter(live, dtype=np.int64)
-    mask = np.zeros(int(ids.max()) + 1 if ids.size else 0, dtype=bool)
-    mask[ids] = True
-    return mask
-
-
-def merge_segments(segments: Sequence[Segment], path: str | os.PathLike,
-                   live: np.ndarray | Iterable[int] | None = None, chunk_rows: int = CHUNK_ROWS) -> SegmentInfo:
-    """Write the rows of all ``segments`` as one new segment ``path``, key range by key range
-    (about ``chunk_rows`` rows in memory at once).  ``live``: keep only rows of these songs —
-    a bool array indexed by song id (ids past its end are dead) or an iterable of song ids;
-    None keeps every row.  Rows found in several segments are written once."""
-    mask = None if live is None else _live_mask(live)
-    started = time.perf_counter()
-    with SegmentWriter(path) as writer:
-        for ranges in _key_ranges(segments, chunk_rows):
-            blocks = [seg._block(a, b) for seg, (a, b) in zip(segments, ranges) if b > a]
-            keys, postings = (np.concatenate(column) for column in zip(*blocks))
-            if mask is not None:
-                songs = postings >> np.uint64(32)
-                keep = songs < mask.size
-                keep[keep] = mask[songs[keep]]
-                keys, postings = keys[keep], postings[keep]
-            writer._append_stored(keys, postings)
-    info = writer.finish()
-    log.debug("merged %d segments (%d rows) into %s: %d rows, %d bytes in %.2f s", len(segments),
-             sum(seg.rows for seg in segments), info.path, info.rows, info.nbytes, time.perf_counter() - started)
-    return info
-
-
-def plan_merge(row_counts: Sequence[int], ratio: float = 4.0) -> list[int]:
-    """Indices of the newest segments to merge now (empty: none), given rows per segment, oldest
-    first.  Going back from the newest, each older segment joins while it holds at most
-    ``ratio`` times the rows of the newer ones joined so far; merged only if two or more joined.
-    Sizes then shrink geometrically towards the newest: an index has O(log rows) segments, a
-    row is rewritten O(log appends) times (about 2 log4), and a segment holding more than
-    ``ratio`` times the rows of all newer ones together is never rewritten."""
-    first = len(row_counts) - 1
-    merged = row_counts[-1] if row_counts else 0
-    while first > 0 and row_counts[first - 1] <= ratio * merged:
-        first -= 1
-        merged += row_counts[first]
-    return list(range(first, len(row_counts))) if first < len(row_counts) - 1 else []
+def lookup_all(segments: Sequence[Segment], query_keys: np.ndarray | Sequence[int],
+               song_ids: Sequence[int] | None = None) -> Hits:
+    """Rows of the distinct query keys in all ``segments`` (of ``song_ids`` only, if given):
+    (keys, song_ids, offsets) int64 (r,), grouped by key in ascending key order; a key's rows
+    come segment by segment in the given order, each segment's by (song, offset).  Segments
+    are expected to hold disjoint rows (a song is written once): nothing is deduplicated."""
+    wanted = _distinct(stored_keys(query_keys))
+    songs = None if song_ids is None else np.unique(np.asarray(song_ids, dtype=np.int64))
+    parts = [seg._lookup_stored(wanted, songs) for seg in segments]
+    parts = [p for p in parts if p[0].size] or [(wanted[:0], np.zeros(0, np.uint32), np.zeros(0, np.int32))]
+    keys, found_songs, offsets = (np.concatenate(column) for column in zip(*parts))
+    if len(parts) > 1:
+        order = np.argsort(keys, kind="stable")
+        keys, found_songs, offsets = keys[order], found_songs[order], offsets[order]
+    return _unstored(keys), found_songs.astype(np.int64), offsets.astype(np.int64)

@@ -24,7 +24,8 @@ import numpy as np
 from dejavu.config import DEFAULT_SQLITE_PATH
 from dejavu.database.base import BaseDatabase, hex_to_int64
 from dejavu.database.index import SegmentIndex, new_name
-from dejavu.database.segments import SegmentError, SegmentWriter, plan_merge
+from dejavu.database.segment_writer import SegmentWriter, plan_merge
+from dejavu.database.segments import SegmentError
 from dejavu.exceptions import ConfigError, DatabaseError
 from dejavu.logic.store import Hits, NewSong
 
