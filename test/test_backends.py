@@ -448,3 +448,60 @@ def test_a_store_of_the_previous_format_is_refused(tmp_path: Path) -> None:
         tmp_path, {"database": {"path": str(path)}})), "--list"], capture_output=True, text=True, cwd=ROOT,
         timeout=60)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+# ------------------------------------------------------------------ bulk load (server stores)
+@pytest.mark.parametrize("backend", SERVER_BACKENDS)
+def test_load_catalogue_fills_an_empty_server_store(request: pytest.FixtureRequest, backend: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_catalogue: chunks in key order, sent in several batches, read back exactly as loaded;
+    the next song stored gets a new id; a store that is not empty, rows out of key order, a
+    repeated row or a song not listed are refused, and leave the store as it was."""
+    from dejavu.database import server as server_module
+
+    monkeypatch.setattr(server_module, "LOAD_BATCH_ROWS", 900)  # 4,000 rows: several batches
+    store = connect(backend, _server(request, backend).config()["database"])
+    rng = np.random.default_rng(77)
+    songs = [(song_id, f"loaded {song_id}", sha1_of(300 + song_id), 30.0 + song_id) for song_id in (2, 3, 5, 9)]
+    rows = np.column_stack([rng.integers(-300, 300, 4200), rng.choice([2, 3, 5, 9], 4200),
+                            rng.integers(-3, 20000, 4200)])
+    rows[:2] = [[np.iinfo(np.int64).min, 2, 7], [np.iinfo(np.int64).max, 9, 2 ** 31 - 1]]
+    rows = np.unique(rows, axis=0)  # key order (hash, song_id, offset), no repeats
+    chunks = [tuple(part.T.copy()) for part in np.array_split(rows, 3)]
+    query = np.concatenate([rows[::7, 0], [np.iinfo(np.int64).min, 301, -301]])
+    expected = {tuple(r) for r in rows.tolist() if r[0] in set(query.tolist())}
+    modes = [None, "insert"] if backend == "mysql" else [None]  # mysql: LOAD DATA, then without local_infile
+    for mode in modes:
+        store.empty()
+        if mode == "insert":
+            monkeypatch.setattr(type(store), "_load_begin", lambda self, cur: None)
+        assert store.load_catalogue(songs, iter(chunks)) == len(rows)
+        assert stored_rows(store, query) == expected
+        distinct = np.unique(query)
+        assert store.count_matches(distinct).tolist() == [int((rows[:, 0] == h).sum()) for h in distinct]
+        assert [(s["song_id"], s["song_name"], s["file_sha1"], s["duration"], s["total_hashes"]) for s in
+                store.get_songs()] == [(*song[:2], song[2].upper(), song[3], int((rows[:, 1] == song[0]).sum()))
+                                       for song in songs]
+        assert store.get_num_fingerprints() == len(rows)
+
+    def refused(error: type[Exception], match: str, catalogue: list, chunks: list) -> None:
+        with pytest.raises(error, match=match):
+            store.load_catalogue(catalogue, iter(chunks))
+
+    refused(DatabaseError, "not empty", [(20, "more", sha1_of(320), 1.0)], [])
+    assert store.get_num_fingerprints() == len(rows) and len(store.get_songs()) == len(songs)
+    new_id = store.store_song("stored after", sha1_of(330), *fake_song(330, 40), 1.0)
+    assert new_id > 9 and {r for r in stored_rows(store, query) if r[1] != new_id} == expected
+
+    store.empty()
+    reversed_chunks = chunks[::-1]
+    repeated = [chunks[0], tuple(np.concatenate([a, a[-1:]]) for a in chunks[1])]
+    stray = [chunks[0], tuple(np.concatenate([a, [b]]) for a, b in zip(chunks[1], (chunks[1][0][-1], 4, 0)))]
+    refused(ValueError, "hash order", songs, reversed_chunks)
+    refused(ValueError, "given twice", songs, repeated)
+    refused(DatabaseError, "song 4", songs, stray)
+    assert store.get_songs() == [] and store.get_num_fingerprints() == 0
+    assert store.load_catalogue(songs, iter(chunks)) == len(rows)  # the failed loads left it usable
+    assert stored_rows(store, query) == expected
+    store.empty()
+    store.close()

@@ -6,7 +6,8 @@ plus CSR postings, and is opened read-only through ``mmap``: lookups gather nump
 arrays straight from the mapped pages, and every process reading one file shares one
 copy in the page cache.  An index is a list of segments, oldest first: each write adds
 one, and :func:`plan_merge` + :func:`merge_segments` keep their number O(log rows),
-LSM-style.  Which files are live, and which songs, is the caller's catalogue.
+LSM-style (writing and merging: :mod:`dejavu.database.segment_writer`).  Which files are
+live, and which songs, is the caller's catalogue.
 
 Keys.  The API takes and returns keys as int64; any 64-bit pattern is a key (uint64
 keys are taken by their bits, as ``keys.view(np.int64)``).  A file stores
