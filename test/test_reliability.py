@@ -151,13 +151,16 @@ def store_state(config: Path, deleted: Iterable[int] = ()) -> dict[str, int]:
     try:
         with db.cursor() as cur:
             if db.type == "sqlite":  # the rows are in the segment files the catalogue lists
-                cur.execute("BEGIN")
-                cur.execute("PRAGMA integrity_check")
-                assert cur.fetchone()[0] == "ok"
-                cur.execute("SELECT song_id, song_name, fingerprinted, total_hashes FROM songs")
-                songs = cur.fetchall()
-                cur.execute("SELECT name FROM segments")
-                per_song = segment_rows_per_song(Path(db.index.directory), [r[0] for r in cur.fetchall()])
+                per_song = None
+                while per_song is None:  # one snapshot of the catalogue whose files all exist
+                    cur.execute("BEGIN")
+                    cur.execute("PRAGMA integrity_check")
+                    assert cur.fetchone()[0] == "ok"
+                    cur.execute("SELECT song_id, song_name, fingerprinted, total_hashes FROM songs")
+                    songs = cur.fetchall()
+                    cur.execute("SELECT name FROM segments")
+                    per_song = segment_rows_per_song(Path(db.index.directory), [r[0] for r in cur.fetchall()])
+                    cur.execute("COMMIT")
                 rows = [(*song, per_song.pop(song[0], 0)) for song in songs]
                 orphans = sum(n for song, n in per_song.items() if song not in set(deleted))
             else:
@@ -176,13 +179,21 @@ def store_state(config: Path, deleted: Iterable[int] = ()) -> dict[str, int]:
     return {r[1]: int(r[3]) for r in rows}
 
 
-def segment_rows_per_song(directory: Path, names: list[str]) -> dict[int, int]:
-    """{song id: rows} in the listed segment files (every row, deleted songs' included)."""
-    from dejavu.database.segments import Segment
+def segment_rows_per_song(directory: Path, names: list[str]) -> dict[int, int] | None:
+    """{song id: rows} in the listed segment files (every row, deleted songs' included), or
+    None if one of them is gone: a merge that committed after the list was read removed it,
+    and the list must be read again (as the store's readers do)."""
+    from dejavu.database.segments import Segment, SegmentError
 
     counts: dict[int, int] = {}
     for name in names:
-        with Segment.open(directory / name) as segment:
+        try:
+            segment = Segment.open(directory / name)
+        except SegmentError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                return None
+            raise
+        with segment:
             for song, n in zip(*np.unique(np.asarray(segment.songs), return_counts=True)):
                 counts[int(song)] = counts.get(int(song), 0) + int(n)
     return counts
