@@ -11,6 +11,7 @@ rewrites it.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import secrets
 from typing import Iterable, Iterator, Sequence
@@ -112,6 +113,14 @@ class SegmentIndex:
                     os.remove(self.path(name))
                 except OSError as exc:  # removed by another process, or not ours to remove
                     log.debug("cannot remove %s: %s", name, exc)
+
+    def warm(self) -> None:
+        """Map every page of the segments into this process (read one value a page), so the
+        first lookups pay no page faults: for long-running readers such as service workers."""
+        for segment in self.segments:
+            for array in (segment.keys, segment.starts, segment.songs, segment.offsets):
+                step = max(1, mmap.PAGESIZE // max(array.itemsize, 1))
+                int(np.asarray(array[::step]).sum())
 
     def nbytes(self) -> int:
         """Bytes of the segment files in use."""
