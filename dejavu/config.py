@@ -117,9 +117,8 @@ class FingerprintConfig:
 class MatchingConfig:
     """Parameters of offset alignment and the no-match decision.
 
-    The rows of the quick pass's first stage and their growth per stage are named constants
-    of :mod:`dejavu.logic.search` (``FIRST_ROWS``, ``ROWS_GROWTH``); the stricter rule of
-    extra tries is :func:`dejavu.logic.matching.stricter`.
+    How many songs a budgeted search verifies is a named constant of :mod:`dejavu.logic.search`
+    (``CANDIDATE_SONGS``); the stricter rule of extra tries is :func:`dejavu.logic.matching.stricter`.
     """
 
     topn: int = 2                     # results returned at most
