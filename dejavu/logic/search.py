@@ -51,8 +51,10 @@ def match_hashes(store: Store, hashes: np.ndarray, offsets: np.ndarray, rule: Ma
         hits = store.return_matches(wanted[present])
         t1 = time.perf_counter()
         return align(hashes, offsets, *hits, rule), t1 - t0, time.perf_counter() - t1
-    nominating, nominating_offsets = quick if quick is not None and quick[0].size else (hashes, offsets)
+    nominating, nominating_offsets = quick if quick is not None else (hashes, offsets)
     keys = np.flatnonzero(present & np.isin(wanted, nominating))
+    if not keys.size:  # none of the stored-density keys is stored: the denser ones nominate
+        nominating, nominating_offsets, keys = hashes, offsets, np.flatnonzero(present)
     order = keys[np.argsort(counts[keys], kind="stable")]
     n = max(1, int(np.searchsorted(np.cumsum(counts[order]), budget, side="right")))
     rare = np.sort(wanted[order[:n]])
