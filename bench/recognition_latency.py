@@ -18,10 +18,10 @@ into the process first (``SQLiteDatabase.warm``), a long-running reader's steady
 
 Clips of real songs (the same clips for every size) are then recognized, after one
 warm-up query per cell; the time is `total_time` (fingerprint + lookup + align;
-decoding excluded, as in the original), "lookup" its `query_time`, "rows" the stored
-rows its lookups returned (a query that matches nothing is looked up again at each
-speed factor).  --keep keeps WORKDIR (default: a temporary directory) and reuses the
-databases already built there.
+decoding excluded, as in the original), "lookup" its `query_time`, of which "count" went
+to ``count_matches`` and "read" to ``return_matches``, "rows" the stored rows its lookups
+returned (a query that matches nothing is looked up again at each speed factor).  --keep
+keeps WORKDIR (default: a temporary directory) and reuses the databases already built there.
 
 --backend postgres / mysql: the sizes are databases of one throwaway server
 (``dejavu.testing``: PostgreSQL, or MariaDB for mysql; its log in WORKDIR, its data in a
@@ -187,14 +187,24 @@ def run_admin(server: Server, *statements: str) -> None:
 
 
 class CountingStore(DelegatingStore):
-    """The store, noting how many rows each lookup returned (in ``looked_up``)."""
+    """The store, noting how many rows each lookup returned (in ``looked_up``) and the seconds
+    spent counting keys and reading rows (``seconds["count"]``, ``seconds["rows"]``)."""
 
     def __init__(self, store: Store) -> None:
         super().__init__(store)
         self.looked_up: list[int] = []
+        self.seconds = {"count": 0.0, "rows": 0.0}
+
+    def count_matches(self, hashes: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        counts = super().count_matches(hashes)
+        self.seconds["count"] += time.perf_counter() - start
+        return counts
 
     def return_matches(self, hashes: np.ndarray, song_ids: Sequence[int] | None = None) -> Hits:
+        start = time.perf_counter()
         found = super().return_matches(hashes, song_ids)
+        self.seconds["rows"] += time.perf_counter() - start
         self.looked_up.append(int(found[0].size))
         return found
 
@@ -203,17 +213,21 @@ def measure(djv: Dejavu, clips: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
     """Recognize each clip once (after one untimed warm-up query): timings, rows, correct answers."""
     store = CountingStore(djv.db)
     recognize_samples(store, djv.cfg, clips[-1][1], SAMPLE_RATE)
-    times, lookups, rows, correct = [], [], [], 0
+    times, lookups, counting, reading, rows, correct = [], [], [], [], [], 0
     for name, clip in clips:
         store.looked_up.clear()
+        store.seconds = {"count": 0.0, "rows": 0.0}
         start = time.perf_counter()
         result = recognize_samples(store, djv.cfg, clip, SAMPLE_RATE)
         times.append(time.perf_counter() - start)
         lookups.append(result["query_time"])
+        counting.append(store.seconds["count"])
+        reading.append(store.seconds["rows"])
         rows.append(sum(store.looked_up))
         correct += bool(result["results"]) and result["results"][0]["song_name"] == name
     return {"p50": np.percentile(times, 50) * 1e3, "p95": np.percentile(times, 95) * 1e3,
-            "lookup": np.percentile(lookups, 50) * 1e3, "rows": np.percentile(rows, 50), "correct": correct}
+            "lookup": np.percentile(lookups, 50) * 1e3, "count": np.percentile(counting, 50) * 1e3,
+            "read": np.percentile(reading, 50) * 1e3, "rows": np.percentile(rows, 50), "correct": correct}
 
 
 def main() -> None:
@@ -295,7 +309,8 @@ def run(args: argparse.Namespace, files: list[str], workdir: str, built: list[st
         if server is not None:  # free the disk and the server's caches for the next size
             run_admin(server, f"DROP DATABASE {config['database']['database']}")
     print(f"{args.backend}: {len(songs)} queries per cell (clips of {len(songs)} real songs)")
-    print("  songs | max rows/hash | clip s | p50 ms | p95 ms | lookup p50 ms | rows p50 | correct")
+    print("  songs | max rows/hash | clip s | p50 ms | p95 ms | lookup p50 ms | count p50 ms | read p50 ms "
+          "| rows p50 | correct")
     for row in rows:
         print(table_row(*row, len(songs)))
 
@@ -303,7 +318,8 @@ def run(args: argparse.Namespace, files: list[str], workdir: str, built: list[st
 def table_row(n_songs: int, cap: int | None, length: float, m: dict[str, Any], queries: int) -> str:
     """One line of the latency table."""
     return (f"{n_songs:7d} | {str(cap or '-'):>13} | {length:6g} | {m['p50']:6.1f} | {m['p95']:6.1f} | "
-            f"{m['lookup']:13.1f} | {m['rows']:8.0f} | {m['correct']}/{queries}")
+            f"{m['lookup']:13.1f} | {m['count']:12.1f} | {m['read']:11.1f} | {m['rows']:8.0f} | "
+            f"{m['correct']}/{queries}")
 
 
 if __name__ == "__main__":
