@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from dejavu.config import Config, load_config
 from dejavu.exceptions import ConfigError, DatabaseError, DecodeError, DejavuError
@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # numpy is imported by the pipeline stages, when they run
     from dejavu.logic.ingest import FileOutcome, IngestReport
     from dejavu.logic.monitor import Segment
     from dejavu.logic.rebuild import RebuildReport
+    from dejavu.logic.transfer import TransferReport
 __all__ = ["Dejavu", "DejavuError", "ConfigError", "DatabaseError", "DecodeError", "__version__"]
 
 
@@ -137,6 +138,21 @@ class Dejavu:
         refuse_same_store(old, self.cfg)
         songs = read_song_list(old.database_type, old.database)
         return rebuild(self.db, self.cfg, songs, nprocesses, progress)
+
+    def export_catalogue(self, path: str, progress: Callable[[int], None] | None = None) -> TransferReport:
+        """Write every song of the store, fingerprints included, to the archive ``path`` (see
+        :mod:`dejavu.logic.transfer`); ``progress(n)`` as each n songs are written."""
+        from dejavu.logic.transfer import export_catalogue
+
+        return export_catalogue(self.db, self.cfg, path, progress)
+
+    def import_catalogue(self, path: str, progress: Callable[[int], None] | None = None) -> TransferReport:
+        """Store the songs of the archive ``path`` (made by :meth:`export_catalogue` with the
+        same fingerprint settings), skipping those already stored; ``progress(n)`` as each n
+        songs are handled."""
+        from dejavu.logic.transfer import import_catalogue
+
+        return import_catalogue(self.db, self.cfg, path, progress)
 
     def generate_fingerprints(self, samples: np.ndarray, Fs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(hashes int64, offsets int32) of float mono ``samples`` at ``Fs`` Hz (stored-side settings)."""

@@ -76,6 +76,12 @@ exit status: 0 matched / done, 1 no match / some files failed, 2 error""")
                               "from the file it was fingerprinted from, keeping its name, into the "
                               "configured store, which must be another one. A song whose file is gone, "
                               "unreadable or changed is named on stderr (exit status 1)")
+    actions.add_argument("--export", metavar="FILE",
+                         help="write every song of the store, fingerprints included, to the archive FILE "
+                              "(to move a catalogue to another store without decoding the audio again)")
+    actions.add_argument("--import", dest="import_file", metavar="FILE",
+                         help="add the songs of an archive made by --export to the configured store "
+                              "(songs already stored are skipped; the fingerprint settings must match)")
     parser.add_argument("--until-match", action="store_true",
                         help="with --recognize mic: stop listening at the first match")
     parser.add_argument("--window", type=float, metavar="S",
@@ -142,6 +148,32 @@ def _rebuild(config: Any, args: argparse.Namespace) -> int:
     log.info("rebuilt %d of %d song(s), skipped %d (already in the database), could not rebuild %d",
              report.rebuilt, report.songs, report.skipped, report.failed)
     return EXIT_OK if report.ok else EXIT_NO_MATCH
+
+
+def _transfer(djv: Any, args: argparse.Namespace) -> int:
+    """--export / --import: move a catalogue through an archive file, with a progress bar."""
+    path, export = (args.export, True) if args.export else (args.import_file, False)
+    total = len(djv.get_fingerprinted_songs()) if export else None
+    bar = None
+    if not args.no_progress and not args.quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="song", desc="exporting" if export else "importing", file=sys.stderr)
+    try:
+        if export:
+            report = djv.export_catalogue(path, bar.update if bar else None)
+            log.info("exported %d songs (%d fingerprints) to %s", report.songs, report.rows, path)
+        else:
+            report = djv.import_catalogue(path, bar.update if bar else None)
+            log.info("imported %d songs (%d fingerprints); %d already in the database", report.songs,
+                     report.rows, report.skipped)
+    except OSError as exc:
+        log.error("%s: %s", path, (exc.strerror or str(exc)).lower())
+        return EXIT_ERROR
+    finally:
+        if bar is not None:
+            bar.close()
+    return EXIT_OK
 
 
 def _check_recognize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -216,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.ERROR if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
     logging.basicConfig(level=level, format="dejavu: %(message)s", stream=sys.stderr)
     if not (args.fingerprint or args.recognize or args.list or args.delete or args.stats
-            or args.list_devices or args.monitor or args.rebuild):
+            or args.list_devices or args.monitor or args.rebuild or args.export or args.import_file):
         parser.print_help()
         return EXIT_OK
     if args.recognize:
@@ -239,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _recognize(djv, args)
             if args.monitor:
                 return _monitor(djv, args)
+            if args.export or args.import_file:
+                return _transfer(djv, args)
             if args.list:
                 for song in djv.get_fingerprinted_songs():
                     _emit(song)

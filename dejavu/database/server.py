@@ -3,16 +3,16 @@ options, where the server is, one-line connect errors, and the bulk loader of a 
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
 from abc import abstractmethod
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar, Iterable, Iterator, Sequence
+from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from dejavu.database.base import BaseDatabase
+from dejavu.database.song_order import SongOrder
 from dejavu.exceptions import ConfigError, DatabaseError, DatabaseUnavailableError
 from dejavu.logic.store import Hits
 
@@ -20,8 +20,6 @@ log = logging.getLogger(__name__)
 
 #: Rows ``load_catalogue`` sends to the server at a time (a batch of whole songs).
 LOAD_BATCH_ROWS = 1 << 21
-#: A row in the loader's spill files, in the order it sorts them: (song_id, offset, hash).
-_SPILL_ROW = np.dtype([("song_id", "<i4"), ("offset", "<i4"), ("hash", "<i8")])
 
 
 class ServerDatabase(BaseDatabase):
@@ -105,7 +103,7 @@ class ServerDatabase(BaseDatabase):
             self._refuse_if_used(cur)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="dejavu-load-") as spill:
-            order = _SongOrder(spill, np.array([song[0] for song in catalogue], dtype=np.int64), self.type)
+            order = SongOrder(spill, np.array([song[0] for song in catalogue], dtype=np.int64), self.type)
             for hashes, song_ids, offsets in rows:
                 order.add(hashes, song_ids, offsets)
             log.info("%s: %s rows sorted by song in %.0f s", self.location, f"{order.rows:,}",
@@ -132,6 +130,24 @@ class ServerDatabase(BaseDatabase):
             finally:
                 self._load_end(undo)
         return order.rows
+
+    def song_rows(self, songs: Sequence[Mapping[str, Any]], batch_rows: int = LOAD_BATCH_ROWS) -> Iterator[np.ndarray]:
+        """Rows (n, 3) int64 (hash, song_id, offset) of ``songs`` (dicts with ``song_id`` and
+        ``total_hashes``), whole songs of about ``batch_rows`` rows at a time, in (song_id,
+        offset) order: one query per batch over a range of song ids (the table's layout)."""
+        ordered = sorted(songs, key=lambda song: int(song["song_id"]))
+        ids = np.array([int(song["song_id"]) for song in ordered], dtype=np.int64)
+        ends = np.cumsum([int(song["total_hashes"]) for song in ordered])
+        sql = self._sql("SELECT hash, song_id, {offset} FROM fingerprints WHERE song_id BETWEEN ? AND ?")
+        low = 0
+        while low < ids.size:
+            high = max(low + 1, int(np.searchsorted(ends, (ends[low - 1] if low else 0) + batch_rows, "right")))
+            with self.cursor() as cur:
+                cur.execute(sql, (int(ids[low]), int(ids[high - 1])))
+                rows = np.array(cur.fetchall(), dtype=np.int64).reshape(-1, 3)
+            rows = rows[np.isin(rows[:, 1], ids[low:high])]  # not songs being written meanwhile
+            yield rows[np.lexsort((rows[:, 2], rows[:, 1]))]
+            low = high
 
     def _refuse_if_used(self, cur: Any) -> None:
         cur.execute("SELECT EXISTS (SELECT 1 FROM songs) OR EXISTS (SELECT 1 FROM fingerprints)")
@@ -171,66 +187,3 @@ def _ahead(items: Iterator[Any]) -> Iterator[Any]:
         while (item := pending.result()) is not None:
             pending = worker.submit(next, items, None)
             yield item
-
-
-class _SongOrder:
-    """Rows given in hash order, handed back in (song_id, offset, hash) order a batch of whole
-    songs at a time: each chunk is sorted into a file of its own in ``directory``, and a batch
-    is the slices of its songs from every file, merged."""
-
-    def __init__(self, directory: str, song_ids: np.ndarray, kind: str) -> None:
-        self.directory, self.kind = directory, kind
-        self.known = np.zeros(song_ids.max(initial=-1) + 1, dtype=bool)
-        self.known[song_ids] = True
-        self.per_song = np.zeros(self.known.size, dtype=np.int64)
-        self.files: list[str] = []
-        self.starts: list[np.ndarray] = []  # per file: where each song id's rows start
-        self.last_hash: int | None = None
-
-    @property
-    def rows(self) -> int:
-        return int(self.per_song.sum())
-
-    def add(self, hashes: np.ndarray, song_ids: np.ndarray, offsets: np.ndarray) -> None:
-        """Spill one chunk (after checking its songs and its hash order)."""
-        hashes = np.asarray(hashes, dtype=np.int64)
-        if not hashes.size:
-            return
-        if (hashes[1:] < hashes[:-1]).any() or (self.last_hash is not None and hashes[0] < self.last_hash):
-            raise ValueError("load_catalogue: the rows are not in ascending hash order")
-        self.last_hash = int(hashes[-1])
-        counts = np.bincount(song_ids, minlength=self.known.size)
-        if counts.size > self.known.size or counts[~self.known].any():
-            stray = np.setdiff1d(song_ids, np.flatnonzero(self.known))[0]
-            raise DatabaseError(f"{self.kind}: rows of song {stray}, which is not in the songs loaded")
-        self.per_song += counts
-        spilled = np.empty(hashes.size, dtype=_SPILL_ROW)
-        spilled["song_id"], spilled["offset"], spilled["hash"] = song_ids, offsets, hashes
-        spilled = spilled[_song_order(spilled)]
-        self.starts.append(np.searchsorted(spilled["song_id"], np.arange(self.known.size + 1)))
-        self.files.append(os.path.join(self.directory, f"run-{len(self.files)}.npy"))
-        np.save(self.files[-1], spilled)
-
-    def batches(self, size: int) -> Iterator[np.ndarray]:
-        """Rows (n, 3) int64 (hash, song_id, offset) in (song_id, offset, hash) order, whole songs of
-        about ``size`` rows at a time."""
-        runs = [np.load(path, mmap_mode="r") for path in self.files]
-        ends = np.cumsum(self.per_song)
-        low = 0
-        while low < ends.size and ends[-1] > (ends[low - 1] if low else 0):
-            high = max(low + 1, int(np.searchsorted(ends, (ends[low - 1] if low else 0) + size, side="right")))
-            merged = np.concatenate([run[starts[low]:starts[high]] for run, starts in zip(runs, self.starts)])
-            merged = merged[_song_order(merged)]  # the files are in hash order, the sort is stable
-            repeated = (merged[1:] == merged[:-1])
-            if repeated.any():
-                row = merged[1:][repeated][0]
-                raise ValueError(f"load_catalogue: the row ({row['hash']}, {row['song_id']}, {row['offset']}) "
-                                 "is given twice")
-            yield np.column_stack([merged["hash"], merged["song_id"], merged["offset"]]).astype(np.int64)
-            low = high
-
-
-def _song_order(rows: np.ndarray) -> np.ndarray:
-    """Indices sorting spilled ``rows`` by (song_id, offset), stably (rows in hash order stay so)."""
-    key = (rows["song_id"].astype(np.int64) << 32) | (rows["offset"].astype(np.int64) + (1 << 31))
-    return np.argsort(key, kind="stable")

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from typing import Any, Iterable, Sequence
+import tempfile
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -25,7 +26,8 @@ from dejavu.config import DEFAULT_SQLITE_PATH
 from dejavu.database.base import BaseDatabase, hex_to_int64
 from dejavu.database.index import SegmentIndex, new_name
 from dejavu.database.segment_writer import SegmentWriter, plan_merge
-from dejavu.database.segments import SegmentError
+from dejavu.database.segments import CHUNK_ROWS, SegmentError
+from dejavu.database.song_order import SongOrder
 from dejavu.exceptions import ConfigError, DatabaseError
 from dejavu.logic.store import Hits, NewSong
 
@@ -245,6 +247,22 @@ class SQLiteDatabase(BaseDatabase):
                             "duration) VALUES (?, ?, 1, ?, ?, ?)",
                             ((i, name, sha1, int(per_song[i]), duration) for i, name, sha1, duration in catalogue))
         return int(per_song.sum())
+
+    def song_rows(self, songs: Sequence[Mapping[str, Any]], batch_rows: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
+        """Rows (n, 3) int64 (hash, song_id, offset) of ``songs`` (dicts with ``song_id``), whole
+        songs of about ``batch_rows`` rows at a time, in (song_id, offset) order: the index's
+        rows regrouped by song through sorted spill files in ``tempfile``'s directory (16
+        bytes a row)."""
+        ids = np.array(sorted(int(song["song_id"]) for song in songs), dtype=np.int64)
+        wanted = np.zeros(int(ids.max(initial=-1)) + 1, dtype=bool)
+        wanted[ids] = True
+        with tempfile.TemporaryDirectory(prefix="dejavu-export-") as spill:
+            order = SongOrder(spill, ids, self.type, hash_order=False)
+            for hashes, song_ids, offsets in self._current().rows():
+                keep = song_ids < wanted.size
+                keep[keep] = wanted[song_ids[keep]]
+                order.add(hashes[keep], song_ids[keep], offsets[keep])
+            yield from order.batches(batch_rows)
 
     def close(self) -> None:
         """Close the connection and the segment files (a later call reopens both)."""

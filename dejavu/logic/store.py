@@ -10,7 +10,7 @@ Arrays are numpy int64 unless stated; a song is a dict with at least ``song_id``
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, NamedTuple, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -56,6 +56,10 @@ class Store(Protocol):
 
     def delete_songs_by_id(self, song_ids: Iterable[int]) -> int:
         """Delete songs and their fingerprints; how many were deleted."""
+
+    def song_rows(self, songs: Sequence[Mapping[str, Any]], batch_rows: int) -> Iterator[np.ndarray]:
+        """Rows (n, 3) (hash, song_id, offset) of ``songs`` (song dicts), whole songs of about
+        ``batch_rows`` rows at a time, in (song_id, offset) order (for exporting a catalogue)."""
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes: songs, fingerprints, audio_seconds, size_bytes, database_type."""
