@@ -15,7 +15,7 @@ RUN apt-get update \
         ffmpeg mpg123 portaudio19-dev libpq-dev libmariadb-dev pkg-config gcc \
  && rm -rf /var/lib/apt/lists/*
 
-# Optional features of the package to install (see extras_require in setup.py).
+# Optional features of the package to install (see [project.optional-dependencies] in pyproject.toml).
 ARG EXTRAS=postgres,mysql,mic
 
 WORKDIR /src
@@ -25,6 +25,11 @@ RUN pip install "/src[${EXTRAS}]"
 RUN useradd --system --create-home --home-dir /home/dejavu dejavu
 USER dejavu
 WORKDIR /home/dejavu
+
+# Healthy: the CLI starts, ffmpeg is there and the configured store answers (for long-running
+# commands such as --monitor; the service's compose entry checks /healthz instead).
+HEALTHCHECK --interval=30s --timeout=10s --start-period=10s --retries=3 \
+    CMD ffmpeg -version >/dev/null && dejavu --stats >/dev/null || exit 1
 
 ENTRYPOINT ["dejavu"]
 CMD ["--help"]

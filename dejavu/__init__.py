@@ -13,17 +13,22 @@ whose functions take ``(store, config)``; stores live in :mod:`dejavu.database`.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from dejavu.config import Config, load_config
 from dejavu.exceptions import ConfigError, DatabaseError, DecodeError, DejavuError
+from dejavu.quoting import quote
 from dejavu.version import __version__
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # the application decides what to show
 
 if TYPE_CHECKING:  # numpy is imported by the pipeline stages, when they run
     import numpy as np
 
+    from dejavu.logic.batch import ClipResult
     from dejavu.logic.ingest import FileOutcome, IngestReport
     from dejavu.logic.monitor import Segment
     from dejavu.logic.rebuild import RebuildReport
@@ -75,17 +80,27 @@ class Dejavu:
         """Delete songs and their fingerprints; return how many were deleted."""
         return self.db.delete_songs_by_id(song_ids)
 
+    def rename_song(self, song_id: int, song_name: str) -> bool:
+        """Give song ``song_id`` a new (non-empty) name; False if no song has that id."""
+        from dejavu.logic.decoder import clean_text
+
+        if not isinstance(song_name, str) or not song_name.strip():
+            raise ConfigError(f"a song name must be non-empty text, got {song_name!r}")
+        return self.db.rename_song(int(song_id), clean_text(song_name))
+
     def stats(self) -> dict[str, Any]:
         """Counts and size of the store: songs, fingerprints, audio_seconds, size_bytes."""
         return self.db.stats()
 
     # ------------------------------------------------------------- fingerprinting
     def fingerprint_directory(self, path: str, extensions: str | Iterable[str],
-                              nprocesses: int | None = None, progress: bool = False) -> IngestReport:
+                              nprocesses: int | None = None, progress: bool = False,
+                              cluster: str | None = None) -> IngestReport:
         """Fingerprint every file under ``path`` whose extension is listed.
 
         ``extensions`` may be ``[".mp3", "wav"]`` or a single string; ``nprocesses``
-        defaults to the CPU count.  Files already stored (same SHA1) are skipped and a
+        defaults to the CPU count; ``cluster``: decode and fingerprint on the Dask cluster
+        whose scheduler is at this address (``tcp://HOST:PORT``) instead.  Files already stored (same SHA1) are skipped and a
         failing file does not stop the batch.  Returns an
         :class:`~dejavu.logic.ingest.IngestReport`.
         """
@@ -93,9 +108,9 @@ class Dejavu:
         from dejavu.logic.ingest import ingest
 
         if not os.path.isdir(path):
-            raise DecodeError(f"{path}: not a directory")
+            raise DecodeError(f"{quote(path)}: not a directory")
         files = decoder.find_files(path, extensions)
-        return ingest(self.db, self.cfg, [(f, None) for f, _ in files], nprocesses, progress)
+        return ingest(self.db, self.cfg, [(f, None) for f, _ in files], nprocesses, progress, cluster)
 
     def fingerprint_file(self, file_path: str, song_name: str | None = None) -> FileOutcome:
         """Fingerprint one file (``song_name`` defaults to the file name without extension).
@@ -166,6 +181,14 @@ class Dejavu:
     def recognize(self, recognizer: type, *options: Any, **kwoptions: Any) -> dict[str, Any]:
         """``recognizer(self).recognize(*options, **kwoptions)``, e.g. ``recognize(FileRecognizer, path)``."""
         return recognizer(self).recognize(*options, **kwoptions)
+
+    def recognize_files(self, paths: Iterable[str], nprocesses: int | None = 1) -> Iterator[ClipResult]:
+        """Recognize many files (folders: their audio files, recursively), ``nprocesses`` at a
+        time (None: the CPU count), yielding a :class:`~dejavu.logic.batch.ClipResult` per file,
+        in order; a file that cannot be decoded gets its error, the others go on."""
+        from dejavu.logic.batch import find_clips, recognize_files
+
+        return recognize_files(self.db, self.cfg, find_clips(list(paths)), nprocesses or os.cpu_count() or 1)
 
     def recognize_samples(self, samples: np.ndarray, sample_rate: int) -> dict[str, Any]:
         """Recognize float mono audio, shape (n,), at ``sample_rate`` Hz."""

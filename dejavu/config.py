@@ -15,12 +15,16 @@ impossible values raise :class:`~dejavu.exceptions.ConfigError` naming the key.
 """
 from __future__ import annotations
 
+import difflib
 import json
+import logging
+import math
 import os
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from dejavu.exceptions import ConfigError
+from dejavu.quoting import quote
 
 #: Database file used when no configuration names one.
 DEFAULT_SQLITE_PATH = "dejavu.db"
@@ -35,6 +39,89 @@ QUERY_SIDE = ("query_peaks_per_second", "query_fan_value")
 #: Values of ``fingerprint.key`` (the classes are in dejavu.logic.hashing).
 KEY_KINDS = ("packed", "sha1")
 _TYPE_ALIASES = {"postgresql": "postgres", "mariadb": "mysql", "sqlite3": "sqlite"}
+
+log = logging.getLogger(__name__)
+
+#: Top-level keys of a configuration; any other is kept in ``Config.raw`` with a warning
+#: naming the closest of these.  A new section adds its name here.
+KNOWN_KEYS = ("database_type", "database", "fingerprint_limit", "fingerprint", "matching", "microphone",
+              "monitor", "server", "strict_decoding")
+#: An unknown key this close (one edit) to one of these is refused: the data would go elsewhere.
+GUARDED_KEYS = ("database_type", "database")
+
+
+class Range(NamedTuple):
+    """The finite range a numeric setting must lie in (inclusive)."""
+
+    lo: float
+    hi: float
+    integer: bool = True
+    unit: str = ""
+
+    def describe(self) -> str:
+        """E.g. "an integer in 1..100" or "a number in 0..1 s"."""
+        lo, hi = (int(x) if float(x).is_integer() else x for x in (self.lo, self.hi))
+        return f"{'an integer' if self.integer else 'a number'} in {lo}..{hi}{' ' + self.unit if self.unit else ''}"
+
+
+#: ``section.key`` → its range, checked at load for every numeric setting (README, Configuration,
+#: lists them).  Relations between settings (hop_size ≤ window_size, ...) are checked after.
+RANGES: dict[str, Range] = {
+    "fingerprint_limit": Range(-1, 1e6, False, "s"),
+    "fingerprint.sample_rate": Range(4000, 48000, True, "Hz"),
+    "fingerprint.window_size": Range(64, 65536, True, "samples, a power of two"),
+    "fingerprint.hop_size": Range(1, 65536, True, "samples, at most window_size"),
+    "fingerprint.freq_min_hz": Range(0, 24000, False, "Hz"),
+    "fingerprint.freq_max_hz": Range(1, 24000, False, "Hz, above freq_min_hz"),
+    "fingerprint.amp_min": Range(-200, 0, False, "dBFS"),
+    "fingerprint.neighborhood_freq": Range(1, 256, True, "bins"),
+    "fingerprint.neighborhood_time": Range(1, 256, True, "frames"),
+    "fingerprint.peaks_per_second": Range(1, 500, False),
+    "fingerprint.fan_value": Range(1, 100),
+    "fingerprint.query_peaks_per_second": Range(1, 500, False),
+    "fingerprint.query_fan_value": Range(1, 100),
+    "fingerprint.freq_quantization": Range(1, 64, True, "bins"),
+    "fingerprint.min_hash_time_delta": Range(0, 1023, True, "frames"),
+    "fingerprint.max_hash_time_delta": Range(1, 1023, True, "frames, at least min_hash_time_delta"),
+    "fingerprint.max_hash_freq_delta": Range(1, 4096, True, "bins"),
+    "matching.topn": Range(1, 1000),
+    "matching.min_aligned": Range(1, 100_000, True, "hashes"),
+    "matching.min_aligned_share": Range(0, 1, False),
+    "matching.margin_ratio": Range(1, 10, False),
+    "matching.min_margin": Range(0, 100_000, True, "hashes"),
+    "matching.chance_songs": Range(1, 100, True, "songs"),
+    "matching.offset_tolerance": Range(0, 10, True, "frames"),
+    "matching.row_budget": Range(0, 1e9, True, "rows (0: no limit)"),
+    "matching.speed_factors": Range(0.8, 1.25, False, "(each)"),
+    "matching.speed_search_max_seconds": Range(0, 3600, False, "s"),
+    "microphone.sample_rate": Range(8000, 192000, True, "Hz"),
+    "microphone.channels": Range(1, 2),
+    "microphone.chunk_size": Range(64, 65536, True, "frames"),
+    "monitor.window_seconds": Range(2, 600, False, "s"),
+    "monitor.hop_seconds": Range(0.5, 600, False, "s, at most window_seconds"),
+    "monitor.merge_tolerance_seconds": Range(0.01, 5, False, "s"),
+    "monitor.min_hashes": Range(1, 100_000, True, "hashes"),
+}
+
+
+def check_number(key: str, value: Any) -> None:
+    """Raise ConfigError naming ``key``, ``value`` and the range unless ``value`` is a finite
+    number (an integer where one is needed) inside ``RANGES[key]``."""
+    rng = RANGES[key]
+    kinds = int if rng.integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) \
+            or (isinstance(value, float) and not math.isfinite(value)) or not rng.lo <= value <= rng.hi:
+        raise ConfigError(f"{key} must be {rng.describe()}, got {value!r}")
+
+
+def _check_ranges(section: Any, name: str) -> None:
+    """check_number for every field of ``section`` that has a range."""
+    for f in fields(section):
+        key = f"{name}.{f.name}"
+        if key in RANGES:
+            values = getattr(section, f.name)
+            for value in values if isinstance(values, tuple) else (values,):
+                check_number(key, value)
 
 
 @dataclass(frozen=True)
@@ -87,30 +174,18 @@ class FingerprintConfig:
         """Raise ConfigError if the parameters cannot work together."""
         if self.key not in KEY_KINDS:
             raise ConfigError(f"fingerprint.key must be one of {', '.join(KEY_KINDS)}, got {self.key!r}")
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "key":
-                continue
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ConfigError(f"fingerprint.{f.name} must be a number, got {value!r}")
-            if f.type == "int" and not isinstance(value, int):
-                raise ConfigError(f"fingerprint.{f.name} must be an integer, got {value!r}")
-        if not 4000 <= self.sample_rate <= 48000:
-            raise ConfigError("fingerprint.sample_rate must lie in 4000..48000 Hz")
-        if self.window_size < 64 or self.window_size & (self.window_size - 1):
-            raise ConfigError("fingerprint.window_size must be a power of two >= 64")
-        if not 1 <= self.hop_size <= self.window_size:
-            raise ConfigError("fingerprint.hop_size must lie in 1..window_size")
-        if not 0 <= self.freq_min_hz < self.freq_max_hz:
-            raise ConfigError("fingerprint.freq_min_hz must be below freq_max_hz")
-        for name in ("neighborhood_freq", "neighborhood_time", "fan_value", "query_fan_value", "freq_quantization",
-                     "min_hash_time_delta", "max_hash_freq_delta"):
-            if getattr(self, name) < (0 if name == "min_hash_time_delta" else 1):
-                raise ConfigError(f"fingerprint.{name} is out of range")
-        if not self.min_hash_time_delta <= self.max_hash_time_delta < 2**10:
-            raise ConfigError("fingerprint.max_hash_time_delta must lie in min_hash_time_delta..1023")
-        if self.peaks_per_second <= 0 or self.query_peaks_per_second <= 0:
-            raise ConfigError("fingerprint.peaks_per_second and query_peaks_per_second must be positive")
+        _check_ranges(self, "fingerprint")
+        if self.window_size & (self.window_size - 1):
+            raise ConfigError(f"fingerprint.window_size must be a power of two, got {self.window_size}")
+        if self.hop_size > self.window_size:
+            raise ConfigError(f"fingerprint.hop_size must be at most window_size ({self.window_size}), "
+                              f"got {self.hop_size}")
+        if self.freq_min_hz >= self.freq_max_hz:
+            raise ConfigError(f"fingerprint.freq_min_hz must be below freq_max_hz ({self.freq_max_hz:g}), "
+                              f"got {self.freq_min_hz:g}")
+        if self.min_hash_time_delta > self.max_hash_time_delta:
+            raise ConfigError(f"fingerprint.max_hash_time_delta must be at least min_hash_time_delta "
+                              f"({self.min_hash_time_delta}), got {self.max_hash_time_delta}")
 
 
 @dataclass(frozen=True)
@@ -129,7 +204,7 @@ class MatchingConfig:
     chance_songs: int = 5             # the mean score of this many next-best songs
     offset_tolerance: int = 1         # frames; offsets this close vote together
     quick_pass: bool = True           # false: read every row of every query key (no row_budget)
-    row_budget: int = 50_000          # a query whose keys find more stored rows reads only its
+    row_budget: int = 150_000         # a query whose keys find more stored rows reads only its
                                       # rarest keys' rows up to this, then verifies the songs they
                                       # nominate with every key (0 = no limit: every row is read)
     speed_search: bool = True         # retry with stretch factors when nothing matches ...
@@ -137,30 +212,12 @@ class MatchingConfig:
     speed_search_max_seconds: float = 60.0  # ... for file queries up to this long
 
     def validate(self) -> None:
-        if not isinstance(self.topn, int) or self.topn < 1:
-            raise ConfigError("matching.topn must be an integer >= 1")
-        if not isinstance(self.min_aligned, int) or self.min_aligned < 1:
-            raise ConfigError("matching.min_aligned must be an integer >= 1")
-        if not isinstance(self.min_margin, int) or self.min_margin < 0:
-            raise ConfigError("matching.min_margin must be an integer >= 0")
-        if not isinstance(self.margin_ratio, (int, float)) or not 1.0 <= self.margin_ratio <= 10.0:
-            raise ConfigError("matching.margin_ratio must be a number in 1..10")
-        if not isinstance(self.min_aligned_share, (int, float)) or not 0 <= self.min_aligned_share <= 1:
-            raise ConfigError("matching.min_aligned_share must be a number in 0..1")
-        if isinstance(self.row_budget, bool) or not isinstance(self.row_budget, int) \
-                or not 0 <= self.row_budget <= 10**9:
-            raise ConfigError("matching.row_budget must be an integer in 0..1000000000 rows (0: no limit)")
-        if not isinstance(self.chance_songs, int) or not 1 <= self.chance_songs <= 100:
-            raise ConfigError("matching.chance_songs must be an integer in 1..100")
-        if not isinstance(self.offset_tolerance, int) or not 0 <= self.offset_tolerance <= 10:
-            raise ConfigError("matching.offset_tolerance must be an integer in 0..10")
+        _check_ranges(self, "matching")
         for name in ("quick_pass", "speed_search"):
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"matching.{name} must be true or false")
-        if not isinstance(self.speed_search_max_seconds, (int, float)) or self.speed_search_max_seconds < 0:
-            raise ConfigError("matching.speed_search_max_seconds must be a number of seconds >= 0")
-        if any(not isinstance(s, (int, float)) or not 0.8 <= s <= 1.25 for s in self.speed_factors):
-            raise ConfigError("matching.speed_factors must be numbers in 0.8..1.25")
+                raise ConfigError(f"matching.{name} must be true or false, got {getattr(self, name)!r}")
+        if len(self.speed_factors) > 20:
+            raise ConfigError(f"matching.speed_factors must list at most 20 factors, got {len(self.speed_factors)}")
 
 
 @dataclass(frozen=True)
@@ -177,18 +234,11 @@ class MicrophoneConfig:
                                         or not isinstance(self.device, (int, str))):
             raise ConfigError("microphone.device must be null, a device index or a name substring, "
                               f"got {self.device!r}")
-        if isinstance(self.device, int) and self.device < 0:
-            raise ConfigError("microphone.device must be a device index >= 0")
+        if isinstance(self.device, int) and not 0 <= self.device <= 1023:
+            raise ConfigError(f"microphone.device must be a device index in 0..1023, got {self.device!r}")
         if isinstance(self.device, str) and not self.device.strip():
             raise ConfigError("microphone.device must not be an empty name")
-        if isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, int) \
-                or not 8000 <= self.sample_rate <= 192000:
-            raise ConfigError("microphone.sample_rate must be an integer in 8000..192000 Hz")
-        if self.channels not in (1, 2) or isinstance(self.channels, bool):
-            raise ConfigError("microphone.channels must be 1 or 2")
-        if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) \
-                or not 64 <= self.chunk_size <= 65536:
-            raise ConfigError("microphone.chunk_size must be an integer in 64..65536 frames")
+        _check_ranges(self, "microphone")
 
 
 @dataclass(frozen=True)
@@ -206,18 +256,10 @@ class MonitorConfig:
     min_hashes: int = 80              # matched hashes a segment needs (chance alignments reach ~40)
 
     def validate(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"monitor.{f.name} must be a number, got {value!r}")
-        if not isinstance(self.min_hashes, int) or self.min_hashes < 1:
-            raise ConfigError("monitor.min_hashes must be an integer >= 1")
-        if not 2.0 <= self.window_seconds <= 600.0:
-            raise ConfigError("monitor.window_seconds must lie in 2..600 s")
-        if not 0.5 <= self.hop_seconds <= self.window_seconds:
-            raise ConfigError("monitor.hop_seconds must lie in 0.5..window_seconds")
-        if not 0.0 < self.merge_tolerance_seconds <= 5.0:
-            raise ConfigError("monitor.merge_tolerance_seconds must lie in (0, 5] s")
+        _check_ranges(self, "monitor")
+        if self.hop_seconds > self.window_seconds:
+            raise ConfigError(f"monitor.hop_seconds must be at most window_seconds ({self.window_seconds:g}), "
+                              f"got {self.hop_seconds:g}")
 
 
 @dataclass(frozen=True)
@@ -227,6 +269,8 @@ class Config:
     database_type: str = "sqlite"
     database: Mapping[str, Any] = field(default_factory=lambda: {"path": DEFAULT_SQLITE_PATH})
     fingerprint_limit: float | None = None   # seconds from the start; None = whole file
+    strict_decoding: bool = False            # refuse files decoded short of their declared length
+                                             # or with decoder errors (else: stored, with a warning)
     fingerprint: FingerprintConfig = field(default_factory=FingerprintConfig)
     matching: MatchingConfig = field(default_factory=MatchingConfig)
     microphone: MicrophoneConfig = field(default_factory=MicrophoneConfig)
@@ -257,7 +301,12 @@ def _database_from_url(url: str) -> tuple[str, dict[str, Any]]:
     """Parse ``postgresql://user:pw@host:port/db``, ``mysql://…`` or ``sqlite:///path``."""
     from urllib.parse import unquote, urlsplit
 
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number in 0..65535)
+    except ValueError as exc:  # the URL may hold a password: not echoed
+        raise ConfigError(f"the database URL is not valid ({exc}); expected e.g. "
+                          "postgresql://user:password@host:5432/database or sqlite:///path") from None
     scheme = _TYPE_ALIASES.get(parts.scheme.lower(), parts.scheme.lower())
     if scheme not in DATABASE_TYPES:
         raise ConfigError(f"database URL scheme '{parts.scheme}' is not one of "
@@ -275,6 +324,35 @@ def _database_from_url(url: str) -> tuple[str, dict[str, Any]]:
     return scheme, db
 
 
+def _one_edit_apart(a: str, b: str) -> bool:
+    """True if ``a`` becomes ``b`` by one inserted, deleted, replaced or swapped character."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    i = 0
+    while i < min(len(a), len(b)) and a[i] == b[i]:
+        i += 1
+    if len(a) == len(b):
+        swapped = a[i + 1:i + 2] == b[i:i + 1] and a[i:i + 1] == b[i + 1:i + 2] and a[i + 2:] == b[i + 2:]
+        return a[i + 1:] == b[i + 1:] or swapped
+    longer, shorter = (a, b) if len(a) > len(b) else (b, a)
+    return longer[i + 1:] == shorter[i:]
+
+
+def _check_top_level_keys(raw: Mapping[str, Any]) -> None:
+    """Warn about each unknown top-level key, naming the closest known one; refuse a key one
+    edit away from a :data:`GUARDED_KEYS` key (a typo there silently stores elsewhere)."""
+    for key in raw:
+        if key in KNOWN_KEYS:
+            continue
+        guarded = [k for k in GUARDED_KEYS if _one_edit_apart(str(key), k) and k not in raw]
+        if guarded:
+            raise ConfigError(f"unknown key {key!r}: did you mean {guarded[0]!r}? (refused: the data would "
+                              "go to another database)")
+        close = difflib.get_close_matches(str(key), KNOWN_KEYS, n=1, cutoff=0.6)
+        log.warning("configuration: unknown top-level key %r ignored%s", key,
+                    f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(KNOWN_KEYS)})")
+
+
 def load_config(raw: Mapping[str, Any] | None = None, *, environ: Mapping[str, str] | None = None) -> Config:
     """Validate a user configuration dict (the original's shape) into a Config.
 
@@ -290,6 +368,7 @@ def load_config(raw: Mapping[str, Any] | None = None, *, environ: Mapping[str, s
         return raw
     if not isinstance(raw, Mapping):
         raise ConfigError("the configuration must be a JSON object")
+    _check_top_level_keys(raw)
     db_type = raw.get("database_type")
     if db_type is not None and not isinstance(db_type, str):
         raise ConfigError("'database_type' must be a string")
@@ -316,11 +395,13 @@ def load_config(raw: Mapping[str, Any] | None = None, *, environ: Mapping[str, s
 
     limit = raw.get("fingerprint_limit")
     if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, (int, float)):
-            raise ConfigError(f"'fingerprint_limit' must be a number of seconds or null, got {limit!r}")
+        check_number("fingerprint_limit", limit)
         if limit <= 0:          # -1 (and 0) mean "whole file", as in the original
             limit = None
-    return Config(database_type=db_type, database=database, fingerprint_limit=limit,
+    strict = raw.get("strict_decoding", False)
+    if not isinstance(strict, bool):
+        raise ConfigError(f"'strict_decoding' must be true or false, got {strict!r}")
+    return Config(database_type=db_type, database=database, fingerprint_limit=limit, strict_decoding=strict,
                   fingerprint=_section(FingerprintConfig, raw.get("fingerprint"), "fingerprint"),
                   matching=_section(MatchingConfig, raw.get("matching"), "matching"),
                   microphone=_section(MicrophoneConfig, raw.get("microphone"), "microphone"),
@@ -334,12 +415,12 @@ def read_config_file(path: str) -> Config:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except OSError as exc:
-        raise ConfigError(f"cannot read configuration {path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot read configuration {quote(path)}: {exc.strerror or exc}") from None
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        raise ConfigError(f"{quote(path)}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     try:
         return load_config(raw)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{quote(path)}: {exc}") from None

@@ -80,3 +80,16 @@ def cut(src: os.PathLike, dst: os.PathLike, start: float, length: float, *args: 
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{start}", "-t", f"{length}",
                     "-i", str(src), *args, str(dst)], check=True)
     return Path(dst)
+
+
+@pytest.fixture(scope="session")
+def throwaway_postgres(tmp_path_factory):
+    """A throwaway PostgreSQL server shared by the session's tests that take it (skipped where
+    the server binaries are not installed); a test may stop and start it, not destroy it."""
+    from dejavu.testing import postgres_available, start_postgres
+
+    if not postgres_available():
+        pytest.skip("PostgreSQL server binaries not installed")
+    server = start_postgres(tmp_path_factory.mktemp("postgres-shared"))
+    yield server
+    server.destroy()

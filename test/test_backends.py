@@ -103,6 +103,15 @@ def test_setup_is_idempotent(db: BaseDatabase) -> None:
     assert db.get_num_fingerprints() == 49
 
 
+def test_rename_song(db: BaseDatabase) -> None:
+    song_id = db.store_song("old name", sha1_of(9), *fake_song(9, 50), 5.0)
+    for name in ("new – \"name\"; DROP TABLE songs", "new – \"name\"; DROP TABLE songs"):  # twice: unchanged
+        assert db.rename_song(song_id, name) is True
+        assert db.get_song_by_id(song_id)["song_name"] == name
+    assert db.rename_song(song_id + 1, "nobody") is False
+    assert [s["song_name"] for s in db.get_songs()] == [name]
+
+
 def test_store_and_read_back_exactly(db: BaseDatabase) -> None:
     hashes, offsets = fake_song(2)
     song_id = db.store_song("song two", sha1_of(2), hashes, offsets, 123.25)

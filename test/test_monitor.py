@@ -162,7 +162,7 @@ def test_errors_are_one_line(config_file, tmp_path):
     proc = run_cli("-c", config_file, "--monitor", str(tmp_path / "missing.wav"), timeout=60)
     assert proc.returncode == 2 and b"Traceback" not in proc.stderr
     lines = proc.stderr.decode().strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"dejavu: {tmp_path / 'missing.wav'}: no such file")
+    assert len(lines) == 1 and lines[0].startswith(f"dejavu: {str(tmp_path / 'missing.wav')!r}: no such file")
     proc = run_cli("-c", config_file, "--monitor", "-", "--window", "4", "--hop", "6", input=b"", timeout=60)
     assert proc.returncode == 2 and b"hop_seconds" in proc.stderr
     proc = run_cli("-c", config_file, "--list", "--hop", "3", timeout=60)

@@ -91,9 +91,9 @@ def test_songs_whose_files_are_gone_or_changed_are_named(music: Path, tmp_path: 
     err = out.stderr.decode()
     assert out.returncode == 1 and "Traceback" not in err, err
     lines = err.strip().splitlines()
-    gone = f'dejavu: rebuild: "Demo Song 01": {tmp_path / "music" / "Demo Song 01.wav"}: no such file'
+    gone = f"dejavu: rebuild: 'Demo Song 01': {str(tmp_path / 'music' / 'Demo Song 01.wav')!r}: no such file"
     assert [line for line in lines if line.startswith(gone)] and len(lines) == 3, err
-    assert any(line.startswith('dejavu: rebuild: "Demo Song 02": ') and "changed" in line for line in lines)
+    assert any(line.startswith("dejavu: rebuild: 'Demo Song 02': ") and "changed" in line for line in lines)
     assert "rebuilt 2 of 4 song(s), skipped 0 (already in the database), could not rebuild 2" in lines[-1]
     assert sorted(s["song_name"] for s in _listed(tmp_path, "--config", str(new))) == SONGS[2:]
     with Dejavu({"database": {"path": str(tmp_path / "lib.db")}}) as djv:  # the library call

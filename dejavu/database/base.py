@@ -464,6 +464,15 @@ class BaseDatabase(ABC):
                 deleted += max(cur.rowcount, 0)
         return deleted
 
+    def rename_song(self, song_id: int, song_name: str) -> bool:
+        """Give song ``song_id`` a new name; False if no song has that id."""
+        with self.cursor(write=True) as cur:
+            cur.execute(self._sql("SELECT song_id FROM songs WHERE song_id = ?"), (int(song_id),))
+            if not cur.fetchall():
+                return False
+            cur.execute(self._sql("UPDATE songs SET song_name = ? WHERE song_id = ?"), (song_name, int(song_id)))
+        return True
+
     def _delete_fingerprints(self, cur: Any, marks: str, song_ids: list[int]) -> None:
         """Delete the fingerprint rows of ``song_ids`` (``marks``: their placeholders)."""
         cur.execute(f"DELETE FROM fingerprints WHERE song_id IN ({marks})", song_ids)

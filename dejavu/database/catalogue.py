@@ -53,9 +53,9 @@ def store_identity(cfg: Config) -> tuple[Any, ...]:
     """What identifies the store ``cfg`` names: (type, real path) or (type, host, port, database)."""
     if cfg.database_type == "sqlite":
         return "sqlite", os.path.realpath(str(cfg.database.get("path", "")))
-    from dejavu.database import get_database
+    from dejavu.database import open_store
 
-    db = get_database(cfg.database_type)(**dict(cfg.database))
+    db = open_store(cfg.database_type, dict(cfg.database))
     host = "localhost" if db.host in _LOOPBACK else db.host.lower()
     return db.type, host, db.port, db.database
 
@@ -80,9 +80,9 @@ def read_song_list(database_type: str, options: Mapping[str, Any]) -> list[dict[
         conn, location, errors, begin = _open_sqlite(path), path, (sqlite3.Error,), ()
         tables_sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
     else:
-        from dejavu.database import get_database
+        from dejavu.database import open_store
 
-        db = get_database(database_type)(**dict(options))
+        db = open_store(database_type, dict(options))
         conn, location, errors = db.connection, db.location, db.driver_errors
         begin, tables_sql = ("SET TRANSACTION READ ONLY",), db.tables_sql
     try:

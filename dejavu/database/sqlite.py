@@ -11,25 +11,32 @@ leaves no partial song visible (an unlisted file is removed by the next write). 
 write the newest segments are merged while they are of similar size (O(log rows)
 segments); deleted songs' rows are dropped when their segment is merged, or by
 :meth:`SQLiteDatabase.compact`.  Readers see the catalogue's last commit (SQLite's
-snapshot) and the immutable files it lists.
+snapshot) and the immutable files it lists.  Where nothing can be written (a read-only
+mount) or the disk is full, the store is opened read-only; a full disk is handled as
+:mod:`dejavu.database.storage` describes.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import tempfile
 from typing import Any, Iterable, Iterator, Mapping, Sequence
+from urllib.parse import quote as url_quote
 
 import numpy as np
 
 from dejavu.config import DEFAULT_SQLITE_PATH
-from dejavu.database.base import BaseDatabase, hex_to_int64
+from dejavu.database.base import BaseDatabase, _new_song, hex_to_int64
 from dejavu.database.index import SegmentIndex, new_name
 from dejavu.database.segment_writer import SegmentWriter, plan_merge
 from dejavu.database.segments import CHUNK_ROWS, SegmentError
 from dejavu.database.song_order import SongOrder
+from dejavu.database.storage import DISK_FULL, Reserve, free_bytes, is_full, megabytes, read_only_reason
 from dejavu.exceptions import ConfigError, DatabaseError
 from dejavu.logic.store import Hits, NewSong
+
+log = logging.getLogger(__name__)
 
 #: Deleted songs' rows may make up this share of the segments before a delete compacts them.
 DEAD_SHARE = 0.25
@@ -75,26 +82,53 @@ class SQLiteDatabase(BaseDatabase):
         self.timeout = float(timeout)
         self.index = SegmentIndex(self.path + "-segments")
         self._seen: tuple[int, int] | None = None   # (connection, data_version) the index reflects
+        self.reserve = Reserve(self.path)           # space for opening and deleting on a full disk
+        self.read_only: str | None = None           # why the store cannot be written, if it cannot
 
     def _connect(self) -> sqlite3.Connection:
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(directory):
             raise DatabaseError(f"sqlite: cannot open {self.path}: directory {directory} does not exist")
+        self.read_only = read_only_reason(directory)
         try:
-            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, cached_statements=16,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=%d" % int(self.timeout * 1000))
+            try:
+                return _AutoBegin(self._open())
+            except sqlite3.Error as exc:
+                if self.read_only is not None or not is_full(exc, directory):
+                    raise
+                self.read_only = DISK_FULL   # no room for the side files: read the store as it is
+                return _AutoBegin(self._open())
         except sqlite3.Error as exc:
             raise DatabaseError(f"sqlite: cannot open {self.path}: {exc}") from None
-        return _AutoBegin(conn)
+
+    def _open(self) -> sqlite3.Connection:
+        """A connection: in WAL mode, or where nothing can be written, read-only (side files
+        are not created; a WAL store whose ``-shm`` is not there is read as it is)."""
+        options: dict[str, Any] = {"timeout": self.timeout, "isolation_level": None, "cached_statements": 16,
+                                   "check_same_thread": False}
+        if self.read_only is None:
+            conn = sqlite3.connect(self.path, **options)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        else:
+            uri = f"file:{url_quote(os.path.abspath(self.path))}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, **options)
+            try:
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchall()
+            except sqlite3.Error:
+                conn.close()
+                conn = sqlite3.connect(uri + "&immutable=1", uri=True, **options)
+        conn.execute("PRAGMA busy_timeout=%d" % int(self.timeout * 1000))
+        return conn
 
     @property
     def location(self) -> str:
         return self.path
 
     def _begin(self, cur: Any) -> None:
+        if self.read_only is not None:
+            raise DatabaseError(f"sqlite: {self.path} is read-only ({self.read_only}): it can be listed and "
+                                "queried, not changed")
         cur.execute("BEGIN IMMEDIATE")  # take the write lock now: no deadlock on upgrade
         self._seen = None               # this connection's own commits do not move data_version
 
@@ -171,32 +205,74 @@ class SQLiteDatabase(BaseDatabase):
         and dropped when their segment is merged (see delete_songs_by_id)."""
 
     def store_songs(self, songs: Sequence[NewSong]) -> list[int | None]:
-        ids = super().store_songs(songs)
-        self._merge(lambda counts: plan_merge(counts))
+        """Store songs as one new segment (space in proportion to their rows), then merge the
+        newest segments if there is room (see _merge).  A full disk is one DatabaseError saying
+        how much space the songs need; nothing of them is stored then."""
+        try:
+            ids = super().store_songs(songs)
+        except (DatabaseError, OSError) as exc:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            if not (is_full(exc, directory) or self.read_only == DISK_FULL):
+                raise
+            rows = sum(np.size(_new_song(song).hashes) for song in songs)
+            raise DatabaseError(f"sqlite: {self.path}: no space left on the device: storing {len(songs)} song(s) "
+                                f"needs about {megabytes(16 * rows + (1 << 16))}, {megabytes(free_bytes(directory))} "
+                                "free; they were not stored") from None
+        self._merge(lambda counts: plan_merge(counts), "merge the newest segments")
+        self.reserve.take()
         return ids
 
     def delete_songs_by_id(self, song_ids: Iterable[int], batch_size: int = 1000) -> int:
-        """Delete songs; when deleted songs' rows exceed DEAD_SHARE of all, compact."""
-        deleted = super().delete_songs_by_id(song_ids, batch_size)
+        """Delete songs (on a full disk, with the space of the store's reserve); when deleted
+        songs' rows exceed DEAD_SHARE of all, compact if there is room (see _merge)."""
+        song_ids = list(song_ids)
+        try:
+            deleted = super().delete_songs_by_id(song_ids, batch_size)
+        except DatabaseError as exc:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            full = is_full(exc, directory) or self.read_only == DISK_FULL
+            if not full:
+                raise
+            if not self.reserve.release():   # the catalogue's journal and shared memory need pages
+                needed = (1 << 15) + 4096 * (16 + 4 * len(song_ids))
+                raise DatabaseError(f"sqlite: {self.path}: the disk is full: deleting {len(song_ids)} song(s) needs "
+                                    f"about {megabytes(needed)} free, {megabytes(free_bytes(directory))} "
+                                    "free") from None
+            self.close()   # opened again, with the room the reserve held
+            deleted = super().delete_songs_by_id(song_ids, batch_size)
         (stored,), = self._fetch("SELECT COALESCE(SUM(rows), 0) FROM segments")
         (kept,), = self._fetch("SELECT COALESCE(SUM(total_hashes), 0) FROM songs")
-        if deleted and stored and 1 - kept / stored > DEAD_SHARE:
+        if stored and 1 - kept / stored > DEAD_SHARE:
             self.compact()
+        self.reserve.take()
         return deleted
 
     def compact(self) -> None:
         """Merge every segment into one, without the rows of deleted songs (their space comes back)."""
-        self._merge(lambda counts: list(range(len(counts))) if counts else [])
+        self._merge(lambda counts: list(range(len(counts))) if counts else [],
+                    "drop the deleted songs' rows (their space comes back then)")
 
-    def _merge(self, plan: Any) -> None:
-        """Merge the segments ``plan(rows per segment, oldest first)`` picks, under the write lock."""
+    def _merge(self, plan: Any, purpose: str) -> None:
+        """Merge the segments ``plan(rows per segment, oldest first)`` picks, under the write lock.
+        Without the room for the new segment, nothing changes but a warning saying how much
+        is needed (the next write or delete tries again)."""
         with self.cursor(write=True) as cur:
             listed = cur.execute("SELECT segment_id, name, rows FROM segments ORDER BY segment_id").fetchall()
             chosen = [listed[i] for i in plan([row[2] for row in listed])]
             if not chosen or (len(chosen) == 1 and len(listed) > 1):
                 return
             kept = [row[0] for row in cur.execute("SELECT song_id FROM songs")]  # deleted songs' rows go
-            info = self.index.merge([row[1] for row in chosen], kept)
+            try:
+                info = self.index.merge([row[1] for row in chosen], kept)
+            except OSError as exc:
+                if not is_full(exc, self.index.directory):
+                    raise
+                needed = 2 * sum(os.path.getsize(self.index.path(row[1])) for row in chosen)
+                log.warning("sqlite: %s: no space to %s: rewriting %d segment(s) needs about %s, %s free; the "
+                            "store is complete and intact, and it is tried again on the next write or delete",
+                            self.path, purpose, len(chosen), megabytes(needed),
+                            megabytes(free_bytes(self.index.directory)))
+                return
             cur.execute(f"DELETE FROM segments WHERE segment_id IN ({', '.join('?' * len(chosen))})",
                         [row[0] for row in chosen])
             cur.execute("INSERT INTO segments (name, rows) VALUES (?, ?)", (os.path.basename(info.path), info.rows))

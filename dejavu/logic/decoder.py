@@ -10,6 +10,7 @@ are re-exported here, where they used to live).
 """
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import itertools
@@ -25,6 +26,8 @@ from typing import IO, Iterable, Iterator, Sequence
 import numpy as np
 
 from dejavu.exceptions import DecodeError
+from dejavu.quoting import quote
+from dejavu.logic.integrity import MPEG_RATES, DecodeReport, DecoderLog, declared_seconds, first_mp3_frame
 from dejavu.logic.resample import finite, resample, stretch
 
 __all__ = [
@@ -43,8 +46,6 @@ STREAM_BLOCK_SECONDS = 1.0    # monitoring a stream: small blocks keep segments 
 DECODE_BLOCK_SECONDS = 60.0   # :func:`decode`, which keeps the whole signal anyway
 #: Set to ``ffmpeg`` to decode MP3 files with ffmpeg even where mpg123 is installed.
 ENV_DECODER = "DEJAVU_DECODER"
-#: MPEG audio sample rates by the header's version bits (3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5).
-_MPEG_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
 #: mpg123's options for decoding at 1/1, 1/2 and 1/4 of the file's rate.
 _MPG123_RATIOS = {1: [], 2: ["--2to1"], 4: ["--4to1"]}
 
@@ -58,7 +59,7 @@ def unique_hash(file_path: str, block_size: int = 2**20) -> str:
             while block := fh.read(block_size):
                 sha1.update(block)
     except OSError as exc:
-        raise DecodeError(f"{file_path}: cannot read file: {exc.strerror or exc}") from None
+        raise DecodeError(f"{quote(file_path)}: cannot read file: {_os_reason(exc)}") from None
     return sha1.hexdigest().upper()
 
 
@@ -110,11 +111,12 @@ def _ffmpeg() -> str:
 
 
 def ffmpeg_command(source: str, sample_rate: int, limit: float | None,
-                   input_args: Sequence[str] = ()) -> list[str]:
+                   input_args: Sequence[str] = (), loglevel: str = "error") -> list[str]:
     """The ffmpeg command decoding ``source`` (a path, a URL, or ``"-"`` for standard
     input) to float32 mono at ``sample_rate`` on its stdout: its first ``limit`` seconds
-    (None = all), ``input_args`` before ``-i``.  DecodeError if ffmpeg is not installed."""
-    cmd = [_ffmpeg(), "-hide_banner", "-loglevel", "error", *(["-nostdin"] if source != "-" else []),
+    (None = all), ``input_args`` before ``-i``, messages of ``loglevel`` and above on
+    stderr.  DecodeError if ffmpeg is not installed."""
+    cmd = [_ffmpeg(), "-hide_banner", "-nostats", "-loglevel", loglevel, *(["-nostdin"] if source != "-" else []),
            *input_args, "-i", "pipe:0" if source == "-" else source,
            "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(sample_rate)]
     if limit:
@@ -124,20 +126,27 @@ def ffmpeg_command(source: str, sample_rate: int, limit: float | None,
 
 def _ffmpeg_reason(stderr: bytes, source: str) -> str:
     """Why ffmpeg (or mpg123) could not decode ``source``, in one line, from its error output."""
-    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    # The file's name is left out: the message names it already, quoted; a name holding a
+    # newline reaches here cut into lines (each of its pieces is dropped).
+    text = stderr.replace(os.fsencode(source) + b": ", b"").decode("utf-8", "replace")
+    pieces = source.splitlines() or [source]
+    lines = [ln.strip().removeprefix(f"{pieces[-1]}: ") for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if ln and (len(pieces) < 2 or ln not in pieces)]
     if not lines:
         return "the decoder failed without a message"
     if any("matches no streams" in ln or "does not contain any stream" in ln for ln in lines):
         return "no audio stream"
     # "[wav @ 0x55d0] no 'fmt ' tag found" → the demuxer's own words, if it said any.
     details = [re.sub(r"^\[[^]]*@ 0x[0-9a-f]+\]\s*", "", ln) for ln in lines if ln.startswith("[")]
-    last = lines[-1].removeprefix(f"{source}: ")
+    last = lines[-1]
     if last.startswith(("Invalid data", "Invalid argument")):
         return f"not an audio file, or corrupt ({details[0] if details else last})"
     return last
 
 
 def _os_reason(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop (too many levels of symbolic links)"
     text = exc.strerror or str(exc)
     return text[:1].lower() + text[1:]
 
@@ -151,36 +160,24 @@ def check_file(path: str) -> None:
     try:
         info = os.stat(path)
     except OSError as exc:
-        raise DecodeError(f"{path}: {_os_reason(exc)}") from None
+        raise DecodeError(f"{quote(path)}: {_os_reason(exc)}") from None
     if stat.S_ISDIR(info.st_mode):
-        raise DecodeError(f"{path}: is a directory, not an audio file")
+        raise DecodeError(f"{quote(path)}: is a directory, not an audio file")
     if not stat.S_ISREG(info.st_mode):
-        raise DecodeError(f"{path}: not a regular file (a pipe, socket or device)")
+        raise DecodeError(f"{quote(path)}: not a regular file (a pipe, socket or device)")
     if not os.access(path, os.R_OK):
-        raise DecodeError(f"{path}: permission denied")
+        raise DecodeError(f"{quote(path)}: permission denied")
     if info.st_size == 0:
-        raise DecodeError(f"{path}: file is empty")
+        raise DecodeError(f"{quote(path)}: file is empty")
 
 
 def mp3_layout(path: str) -> tuple[int, int] | None:
     """(sample rate, channels) from the first frame header of an MPEG-1/2/2.5 Layer III
     file (after an ID3v2 tag), or None if the file does not start like one."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(10)
-            start = 0
-            if len(head) == 10 and head[:3] == b"ID3":  # size: four 7-bit bytes; a footer adds 10
-                start = 10 + (head[6] << 21 | head[7] << 14 | head[8] << 7 | head[9]) + (10 if head[5] & 0x10 else 0)
-            fh.seek(start)
-            frame = fh.read(4)
-    except OSError:
+    frame = first_mp3_frame(path)
+    if frame is None:
         return None
-    if len(frame) < 4 or frame[0] != 0xFF or frame[1] & 0xE0 != 0xE0:
-        return None
-    version, layer, bitrate, rate = frame[1] >> 3 & 3, frame[1] >> 1 & 3, frame[2] >> 4, frame[2] >> 2 & 3
-    if version == 1 or layer != 1 or bitrate in (0, 15) or rate == 3:
-        return None
-    return _MPEG_RATES[version][rate], 1 if frame[3] >> 6 == 3 else 2
+    return MPEG_RATES[frame[1] >> 3 & 3][frame[2] >> 2 & 3], 1 if frame[3] >> 6 == 3 else 2
 
 
 def mpg123_command(source: str, sample_rate: int) -> tuple[list[str], float] | None:
@@ -207,21 +204,25 @@ def mpg123_command(source: str, sample_rate: int) -> tuple[list[str], float] | N
 
 def stream(source: str, sample_rate: int, *, block_seconds: float = QUERY_BLOCK_SECONDS,
            limit: float | None = None, input_args: Sequence[str] = (),
-           stdin: IO[bytes] | None = None) -> Iterator[np.ndarray]:
+           stdin: IO[bytes] | None = None, report: DecodeReport | None = None) -> Iterator[np.ndarray]:
     """Yield consecutive float32 mono blocks of ``source`` at ``sample_rate`` Hz.
 
     ``source`` is a file path, a URL ffmpeg can open, or ``"-"`` for ``stdin``;
     ``input_args`` go before ``-i`` (e.g. ``["-f", "s16le", "-ar", "8000", "-ac", "1"]``
     for raw PCM).  Each block holds ``block_seconds`` of audio except the last.
     Memory stays bounded by one block.  Raises DecodeError naming the source.
+    ``report`` receives the length the file declares and the errors of a decoder that went
+    on (:mod:`dejavu.logic.integrity`); a WAV header that contradicts itself is refused.
     """
     if source != "-" and "://" not in source:
         check_file(source)
+        if report is not None:
+            report.declared = declared_seconds(source)
     block_samples = max(1, int(block_seconds * sample_rate))
     fast = None if input_args else mpg123_command(source, sample_rate)
     if fast is not None:
         samples = None if limit is None else max(0, math.ceil(limit * sample_rate - 1e-6))  # as ffmpeg's -t
-        blocks = _blocks(fast[0], subprocess.DEVNULL, block_samples, samples, "=f4", source)
+        blocks = _blocks(fast[0], subprocess.DEVNULL, block_samples, samples, "=f4", source, report)
         try:
             first = next(blocks, None)
         except DecodeError:
@@ -231,18 +232,20 @@ def stream(source: str, sample_rate: int, *, block_seconds: float = QUERY_BLOCK_
             for block in itertools.chain([first], blocks):
                 yield block * gain if gain != 1 else block
             return
-    yield from _blocks(ffmpeg_command(source, sample_rate, limit, input_args),
-                       stdin if source == "-" else subprocess.DEVNULL, block_samples, None, "<f4", source)
+    yield from _blocks(ffmpeg_command(source, sample_rate, limit, input_args, "level+info"),
+                       stdin if source == "-" else subprocess.DEVNULL, block_samples, None, "<f4", source, report)
 
 
 def _blocks(cmd: list[str], stdin: IO[bytes] | int | None, block_samples: int, max_samples: int | None,
-            dtype: str, source: str) -> Iterator[np.ndarray]:
+            dtype: str, source: str, report: DecodeReport | None = None) -> Iterator[np.ndarray]:
     """Run a decoder writing float32 mono to stdout; yield its samples ``block_samples`` at
-    a time (at most ``max_samples`` in all).  Raises DecodeError if it fails before any."""
+    a time (at most ``max_samples`` in all).  Raises DecodeError if it fails before any;
+    its stderr goes to ``report`` (:class:`~dejavu.logic.integrity.DecoderLog`)."""
     block_bytes = block_samples * _BYTES_PER_SAMPLE
     left = None if max_samples is None else max_samples * _BYTES_PER_SAMPLE
     proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
+    messages = DecoderLog(proc.stderr, report)
     total = 0
     try:
         pending = b""
@@ -264,16 +267,19 @@ def _blocks(cmd: list[str], stdin: IO[bytes] | int | None, block_samples: int, m
             yield finite(np.frombuffer(pending[:usable], dtype=dtype).astype(np.float32))
         if left is not None and left <= 0:
             return  # the limit is reached: the decoder is stopped below
-        stderr = proc.stderr.read()
         code = proc.wait()
+        stderr = messages.finish()
         if code != 0 and total == 0:
-            raise DecodeError(f"{source}: cannot decode: {_ffmpeg_reason(stderr, source)}")
-        if code != 0:
-            log.warning("%s: decoding stopped early: %s", source, _ffmpeg_reason(stderr, source))
+            raise DecodeError(f"{quote(source)}: cannot decode: {_ffmpeg_reason(stderr, source)}")
+        if code != 0 and report is None:
+            log.warning("%s: decoding stopped early: %s", quote(source), _ffmpeg_reason(stderr, source))
+        elif code != 0:
+            report.note_error(f"stopped early: {_ffmpeg_reason(stderr, source)}")
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        messages.finish()
         proc.stdout.close()
         proc.stderr.close()
 
@@ -286,7 +292,7 @@ def decode(source: str, sample_rate: int, limit: float | None = None) -> np.ndar
     blocks = list(stream(source, sample_rate, block_seconds=DECODE_BLOCK_SECONDS, limit=limit))
     samples = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
     if samples.size == 0:
-        raise DecodeError(f"{source}: contains no audio samples")
+        raise DecodeError(f"{quote(source)}: contains no audio samples")
     return samples
 
 

@@ -17,10 +17,12 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 import numpy as np
 
 from dejavu.config import Config
-from dejavu.exceptions import DatabaseUnavailableError, DejavuError
+from dejavu.exceptions import DatabaseError, DatabaseUnavailableError, DejavuError
 from dejavu.logic import decoder
 from dejavu.logic.fingerprint import concat, fingerprint_stream
+from dejavu.logic.integrity import DecodeReport
 from dejavu.logic.store import NewSong, Store
+from dejavu.quoting import quote
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,6 +41,7 @@ class FileOutcome:
     hashes: np.ndarray | None = None  # int64, shape (m,)
     offsets: np.ndarray | None = None  # int32, shape (m,)
     duration: float = 0.0             # seconds of audio fingerprinted
+    warning: str = ""                 # why the audio may be incomplete (truncated, decoder errors)
 
 
 @dataclass
@@ -51,6 +54,11 @@ class IngestReport:
 
     def add(self, outcome: FileOutcome) -> None:
         getattr(self, outcome.status).append(outcome)
+
+    @property
+    def damaged(self) -> list[FileOutcome]:
+        """Files stored although their audio may be incomplete (each was logged as a warning)."""
+        return [o for o in self.fingerprinted if o.warning]
 
     @property
     def ok(self) -> bool:
@@ -91,22 +99,27 @@ def fingerprint_one(path: str, song_name: str | None, cfg: Config) -> FileOutcom
         if sha1 in _known_sha1s:
             return FileOutcome(path, "skipped", name, sha1, reason="already fingerprinted")
         fp = cfg.fingerprint
+        decoding = DecodeReport(limit=cfg.fingerprint_limit)
         blocks = decoder.stream(path, fp.sample_rate, block_seconds=decoder.INGEST_BLOCK_SECONDS,
-                                limit=cfg.fingerprint_limit)
+                                limit=cfg.fingerprint_limit, report=decoding)
         counted = _Counter(blocks)
         hashes, offsets = concat(fingerprint_stream(counted, fp))
         if counted.samples == 0:
-            raise DejavuError(f"{path}: contains no audio samples")
+            raise DejavuError(f"{quote(path)}: contains no audio samples")
         if hashes.size == 0:
-            raise DejavuError(f"{path}: no fingerprints (silent, or shorter than "
+            raise DejavuError(f"{quote(path)}: no fingerprints (silent, or shorter than "
                               f"{fp.max_hash_time_delta * fp.frame_seconds:.1f} s of sound)")
+        decoding.decoded = counted.samples / fp.sample_rate
+        problem = decoding.problem()
+        if problem and cfg.strict_decoding:
+            raise DejavuError(f"{quote(path)}: {problem}; not stored (strict decoding)")
         return FileOutcome(path, "fingerprinted", name, sha1, hashes=hashes, offsets=offsets,
-                           duration=counted.samples / fp.sample_rate)
+                           duration=decoding.decoded, warning=f"{quote(path)}: {problem}" if problem else "")
     except DejavuError as exc:
         return FileOutcome(path, "failed", name, reason=str(exc))
     except Exception as exc:  # a batch must survive anything one file does
         log.debug("unexpected error on %s", path, exc_info=True)
-        return FileOutcome(path, "failed", name, reason=f"{path}: unexpected error: {exc!r}")
+        return FileOutcome(path, "failed", name, reason=f"{quote(path)}: unexpected error: {exc!r}")
 
 
 class _Counter:
@@ -168,13 +181,15 @@ def store(db: Store, outcomes: list[FileOutcome]) -> list[FileOutcome]:
 
 
 def ingest(db: Store, cfg: Config, tasks: list[tuple[str, str | None]],
-           nprocesses: int | None = None, progress: bool = False) -> IngestReport:
-    """Fingerprint and store files, ``nprocesses`` at a time; report per file.
+           nprocesses: int | None = None, progress: bool = False, cluster: str | None = None) -> IngestReport:
+    """Fingerprint and store files, ``nprocesses`` at a time (or on the Dask cluster whose
+    scheduler is at ``cluster``, see :mod:`dejavu.logic.cluster`); report per file.
 
     ``tasks`` are (path, song_name or None).  Files whose SHA1 is already stored are
     skipped.  A lost database connection is retried for a while (RECONNECT_DELAYS);
-    a database error that persists stops the batch and is raised: files stored
-    before it stay stored, the songs of the failed transaction are not stored at all.
+    a database error that persists stops the batch and is raised, saying how many songs
+    were stored before it: those stay stored, the songs of the failed transaction are
+    not stored at all, and the same call again goes on with the rest.
     """
     report = IngestReport()
     if not tasks:
@@ -185,7 +200,11 @@ def ingest(db: Store, cfg: Config, tasks: list[tuple[str, str | None]],
     work = [(path, name, cfg) for path, name in tasks]
     bar = _progress(len(work), progress)
     try:
-        if nprocesses == 1:
+        if cluster:
+            from dejavu.logic.cluster import on_cluster
+
+            results, pool = on_cluster(cluster, work, known), None
+        elif nprocesses == 1:
             _init_worker(known)
             results: Iterable[FileOutcome] = map(_work, work)
             pool = None
@@ -198,7 +217,7 @@ def ingest(db: Store, cfg: Config, tasks: list[tuple[str, str | None]],
         try:
             oldest = time.monotonic()
             for outcome in results:
-                if outcome.status != "fingerprinted":
+                if outcome.status != "fingerprinted" or outcome.song_id is not None:  # (stored by a cluster worker)
                     _done(report, [outcome], bar)
                     continue
                 if not pending:
@@ -212,9 +231,14 @@ def ingest(db: Store, cfg: Config, tasks: list[tuple[str, str | None]],
             if pool is not None:
                 pool.terminate()
                 pool.join()
+            elif cluster:
+                results.close()  # stops the cluster's work and disconnects
             if pending:  # finished files are kept, also when the batch stops early (Ctrl-C)
                 log.debug("storing the last %d file(s)", len(pending))
                 _done(report, retrying(store, db, pending), bar)
+    except DatabaseError as exc:
+        raise type(exc)(f"{exc}; the ingest stopped after storing {len(report.fingerprinted)} song(s) "
+                        "(running it again goes on with the rest)") from exc
     finally:
         if bar is not None:
             bar.close()
@@ -228,8 +252,10 @@ def _done(report: IngestReport, outcomes: list[FileOutcome], bar) -> None:
         report.add(outcome)
         if outcome.status == "failed":
             log.error("%s", outcome.reason)
-        elif outcome.status == "skipped":
-            log.info("%s: %s", outcome.path, outcome.reason)
+        elif outcome.status == "fingerprinted" and outcome.warning:
+            log.warning("%s", outcome.warning)
+        elif outcome.status == "skipped":  # the caller sums these up; each one with -v
+            log.debug("%s: %s", quote(outcome.path), outcome.reason)
         if bar is not None:
             bar.update(1)
 

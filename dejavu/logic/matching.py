@@ -184,11 +184,14 @@ def align(query_hashes: np.ndarray, query_offsets: np.ndarray, hit_hashes: np.nd
         hash occurs in the query
     cfg : matching parameters
 
-    Returns at most ``cfg.topn`` candidates that pass :func:`accepts`.
+    Returns at most ``cfg.topn`` candidates that pass :func:`accepts`.  Equal scores are
+    ranked by hits at any alignment, then by song id: a clip of the part a truncated copy
+    (a stub) shares with the whole song aligns the same hashes on both, and the whole song,
+    whose other rows meet more of the query's hashes by chance, comes first.
     """
     songs, best, hits, offsets = song_scores(query_hashes, query_offsets, hit_hashes, hit_song_ids,
                                              hit_offsets, cfg.offset_tolerance)
-    ranked = np.argsort(-best, kind="stable")[: cfg.topn + cfg.chance_songs]
+    ranked = np.lexsort((-hits, -best))[: cfg.topn + cfg.chance_songs]  # stable: song id last
     scores = best[ranked]
     candidates = []
     for k, i in enumerate(ranked[: cfg.topn]):

@@ -19,6 +19,7 @@ from dejavu.exceptions import DejavuError
 from dejavu.logic import decoder
 from dejavu.logic.ingest import IngestReport, ingest
 from dejavu.logic.store import Store
+from dejavu.quoting import quote
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def check_source(song: Mapping[str, Any]) -> str | None:
     except DejavuError as exc:
         return str(exc)
     if sha1 != song["file_sha1"]:
-        return f"{path}: the file changed since it was fingerprinted (SHA1 {sha1}, recorded {song['file_sha1']})"
+        return f"{quote(path)}: the file changed since it was fingerprinted (SHA1 {sha1}, recorded {song['file_sha1']})"
     return None
 
 
@@ -97,7 +98,7 @@ def rebuild(store: Store, cfg: Config, songs: Sequence[Mapping[str, Any]], nproc
             tasks.append((song["source_path"], song["song_name"]))
         else:
             report.unrebuilt.append(Unrebuilt(song["song_name"], song.get("source_path"), reason))
-            log.error('rebuild: "%s": %s', song["song_name"], reason)
+            log.error("rebuild: %s: %s", quote(song["song_name"]), reason)
     log.debug("rebuild: %d song(s), %d already stored, %d file(s) to fingerprint",
               len(songs), len(report.already), len(tasks))
     report.ingested = ingest(store, cfg, tasks, nprocesses, progress)

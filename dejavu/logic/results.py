@@ -16,6 +16,9 @@ INPUT_HASHES, FINGERPRINTED_HASHES = "input_total_hashes", "fingerprinted_hashes
 HASHES_MATCHED, INPUT_CONFIDENCE = "hashes_matched_in_input", "input_confidence"
 FINGERPRINTED_CONFIDENCE, OFFSET, OFFSET_SECS = "fingerprinted_confidence", "offset", "offset_seconds"
 FIELD_FILE_SHA1 = "file_sha1"
+#: Only on a result found by the speed search: the query was stretched by this factor to match,
+#: i.e. it plays about this many times as fast as the stored song (1.03: 3 % fast).
+SPEED_FACTOR = "speed_factor"
 TOTAL_TIME, FINGERPRINT_TIME, QUERY_TIME, ALIGN_TIME = "total_time", "fingerprint_time", "query_time", "align_time"
 
 

@@ -31,6 +31,7 @@ from dejavu.config import Config
 from dejavu.exceptions import ConfigError, DatabaseError
 from dejavu.logic.ingest import retrying
 from dejavu.logic.store import NewSong, Store
+from dejavu.quoting import quote
 from dejavu.version import __version__
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def export_catalogue(store: Store, config: Config, path: str,
                 if progress:
                     progress(len(batch))
             if report.songs != len(songs):
-                raise DatabaseError(f"{path}: {len(songs) - report.songs} songs had no rows when "
+                raise DatabaseError(f"{quote(path)}: {len(songs) - report.songs} songs had no rows when "
                                     "exported (the store changed meanwhile): export again")
             archive.writestr(MANIFEST, json.dumps({
                 "format": ARCHIVE_FORMAT, "dejavu": __version__, "settings": config.fingerprint.stored_settings(),
@@ -107,7 +108,7 @@ def import_catalogue(store: Store, config: Config, path: str,
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
-        raise ConfigError(f"{path}: not a catalogue archive (one made by dejavu --export)") from None
+        raise ConfigError(f"{quote(path)}: not a catalogue archive (one made by dejavu --export)") from None
     try:
         with archive:
             manifest = _manifest(archive, path)
@@ -126,7 +127,7 @@ def import_catalogue(store: Store, config: Config, path: str,
                     _store(store, pending, report, progress)
             _store(store, pending, report, progress)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, ValueError, EOFError) as exc:
-        raise DatabaseError(f"{path}: damaged catalogue archive: {exc}") from None
+        raise DatabaseError(f"{quote(path)}: damaged catalogue archive: {exc}") from None
     log.debug("imported %d songs (%d rows) from %s; %d already stored", report.songs, report.rows, path,
              report.skipped)
     return report
@@ -150,9 +151,9 @@ def _manifest(archive: zipfile.ZipFile, path: str) -> dict[str, Any]:
     try:
         manifest = json.loads(archive.read(MANIFEST))
     except KeyError:
-        raise ConfigError(f"{path}: not a dejavu catalogue archive (no {MANIFEST})") from None
+        raise ConfigError(f"{quote(path)}: not a dejavu catalogue archive (no {MANIFEST})") from None
     if manifest.get("format") != ARCHIVE_FORMAT:
-        raise ConfigError(f"{path}: catalogue archive format {manifest.get('format')!r}; this dejavu "
+        raise ConfigError(f"{quote(path)}: catalogue archive format {manifest.get('format')!r}; this dejavu "
                           f"reads format {ARCHIVE_FORMAT}")
     return manifest
 
@@ -162,7 +163,7 @@ def _check_settings(manifest: dict[str, Any], config: Config, path: str) -> None
     wanted = config.fingerprint.stored_settings()
     for name, value in manifest.get("settings", {}).items():
         if wanted.get(name) != value:
-            raise ConfigError(f"{path}: {name} is {value!r} in the archive but {wanted.get(name)!r} in "
+            raise ConfigError(f"{quote(path)}: {name} is {value!r} in the archive but {wanted.get(name)!r} in "
                               f"the configuration: set it to {value!r} to import this archive")
 
 
@@ -174,7 +175,7 @@ def _songs(archive: zipfile.ZipFile, path: str) -> Iterator[tuple[dict[str, Any]
         with archive.open(name[:-len(".json")] + ".npy") as member:
             rows = np.load(member, allow_pickle=False)
         if rows.dtype != ROW or sum(song["rows"] for song in songs) != rows.size:
-            raise DatabaseError(f"{path}: damaged catalogue archive: {name} does not match its rows")
+            raise DatabaseError(f"{quote(path)}: damaged catalogue archive: {name} does not match its rows")
         start = 0
         for song in songs:
             part = rows[start:start + song["rows"]]

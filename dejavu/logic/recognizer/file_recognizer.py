@@ -13,6 +13,7 @@ from dejavu.logic.results import ALIGN_TIME, FINGERPRINT_TIME, INPUT_HASHES, QUE
     recognition
 from dejavu.logic.search import match_hashes, recognize_samples
 from dejavu.logic.store import Store
+from dejavu.quoting import quote
 
 
 def recognize_file(store: Store, config: Config, filename: str) -> dict[str, Any]:
@@ -39,7 +40,7 @@ def recognize_file(store: Store, config: Config, filename: str) -> dict[str, Any
             quick_parts.append(quick_fingerprinter.feed(block))
         t_fp += time.perf_counter() - t0
     if fingerprinter.total_samples == 0:
-        raise DecodeError(f"{filename}: contains no audio samples")
+        raise DecodeError(f"{quote(filename)}: contains no audio samples")
     t0 = time.perf_counter()
     parts.append(fingerprinter.flush())
     hashes, offsets = concat(parts)
