@@ -1,11 +1,15 @@
 """Shared fixtures: synthetic songs, the real-music dev corpus, a fingerprinted SQLite store."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,8 +59,6 @@ def demo_djv(demo_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def config_file(demo_djv, tmp_path_factory) -> str:
     """A JSON config file for the CLI, on the demo store."""
-    import json
-
     path = tmp_path_factory.mktemp("config") / "config.json"
     path.write_text(json.dumps({"database_type": "sqlite", "database": {"path": demo_djv.cfg.database["path"]}}))
     return str(path)
@@ -93,3 +95,18 @@ def throwaway_postgres(tmp_path_factory):
     server = start_postgres(tmp_path_factory.mktemp("postgres-shared"))
     yield server
     server.destroy()
+
+
+def archived_songs(path: Path) -> dict[str, Any]:
+    """Songs of a catalogue archive (dejavu --export) by SHA1: (name, duration, rows sorted)."""
+    songs: dict[str, Any] = {}
+    with zipfile.ZipFile(path) as archive:
+        for name in sorted(n for n in archive.namelist() if n.endswith(".json") and n.startswith("batches/")):
+            with archive.open(name[:-5] + ".npy") as member:
+                rows = np.load(member)
+            start = 0
+            for song in json.loads(archive.read(name)):
+                part = np.sort(rows[start:start + song["rows"]])
+                start += song["rows"]
+                songs[song["file_sha1"]] = (song["song_name"], song["duration"], part.tobytes())
+    return songs

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT, cut
+from conftest import ROOT, archived_songs, cut
 from conftest import run_cli as run_cli_bytes
 from dejavu.testing import Server, postgres_available
 from dejavu.testing.shards import grant_fdw
@@ -125,6 +125,22 @@ def test_sharded_store_matches_the_single_server_store(setup) -> None:
     assert shown["fingerprints"] == stats(configs["single"])["fingerprints"]
     assert {shard["server"].split("/")[0] for shard in shown["shards"]} == \
         {f"127.0.0.1:{s.port}" for s in setup["shards"][:3]}
+
+
+def test_a_sharded_catalogue_exports_as_the_single_server_one_and_imports_elsewhere(setup) -> None:
+    configs, work = setup["configs"], setup["work"]
+    archives = {name: work / f"{name}.zip" for name in configs}
+    for name, config in configs.items():
+        done = run_cli("--config", config, "--export", str(archives[name]))
+        assert done.returncode == 0 and f"exported {N_SONGS} songs" in done.stderr, done.stderr
+    assert archived_songs(archives["sharded"]) == archived_songs(archives["single"])
+    copy = json.dumps({"database": {"path": str(work / "from-shards.db")}, "fingerprint_limit": LIMIT})
+    (work / "from-shards.json").write_text(copy)
+    done = run_cli("--config", str(work / "from-shards.json"), "--import", str(archives["sharded"]))
+    assert done.returncode == 0 and f"imported {N_SONGS} songs" in done.stderr, done.stderr
+    clip = setup["clips"][0]
+    expected = without_ids(json.loads(recognize(configs["sharded"], clip).stdout))
+    assert without_ids(json.loads(recognize(str(work / "from-shards.json"), clip).stdout)) == expected
 
 
 def test_setup_is_harmless_to_run_again(setup) -> None:

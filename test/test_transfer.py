@@ -4,14 +4,12 @@ Real music, real servers, the real CLI."""
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import pytest
 
-from conftest import cut, run_cli
+from conftest import archived_songs, cut, run_cli
 from dejavu import Dejavu
 from dejavu.logic.recognizer.file_recognizer import FileRecognizer
 from dejavu.testing import Server, mariadb_available, postgres_available, start_mariadb, start_postgres
@@ -63,21 +61,6 @@ def _answers(config: dict[str, Any], clips: list[Path]) -> list[Any]:
     return [(r[0]["song_name"], r[0]["offset"], r[0]["hashes_matched_in_input"]) if r else None for r in found]
 
 
-def _archived(path: Path) -> dict[str, Any]:
-    """Songs of an archive by SHA1: (name, duration, rows sorted)."""
-    songs: dict[str, Any] = {}
-    with zipfile.ZipFile(path) as archive:
-        for name in sorted(n for n in archive.namelist() if n.endswith(".json") and n.startswith("batches/")):
-            with archive.open(name[:-5] + ".npy") as member:
-                rows = np.load(member)
-            start = 0
-            for song in json.loads(archive.read(name)):
-                part = np.sort(rows[start:start + song["rows"]])
-                start += song["rows"]
-                songs[song["file_sha1"]] = (song["song_name"], song["duration"], part.tobytes())
-    return songs
-
-
 def _ok(out: Any) -> str:
     assert out.returncode == 0, out.stderr.decode()
     return out.stderr.decode()
@@ -105,7 +88,7 @@ def test_a_catalogue_moves_through_every_backend_and_answers_the_same(
         assert "imported 0 songs" in _ok(again) and "4 already" in again.stderr.decode()
         archive = tmp_path / f"from-{url.split(':')[0]}.zip"
         _ok(run_cli("--export", str(archive), cwd=tmp_path, env=env))
-        assert _archived(archive) == _archived(first), url  # same songs, names, durations and rows
+        assert archived_songs(archive) == archived_songs(first), url  # same songs, names, durations and rows
         assert _answers({"database": url}, clips) == before, url
 
 
