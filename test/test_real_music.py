@@ -72,13 +72,16 @@ def test_the_budgeted_search_answers_exactly_as_a_full_lookup(corpus_djv, tmp_pa
     from dejavu import Dejavu
     from dejavu.logic.recognizer.file_recognizer import FileRecognizer
 
+    from dejavu.logic import search
+
     djv, known, unknown = corpus_djv
+    monkeypatch.setattr(search, "FULL_LOOKUP_ROWS", 100)  # the clips' keys find more: budget or full
     budgeted = Dejavu({**djv.config, "matching": {"row_budget": 300}})
     full = Dejavu({**djv.config, "matching": {"quick_pass": False}})
-    verified = []
-    lookup = budgeted.db.return_matches
-    monkeypatch.setattr(budgeted.db, "return_matches",
-                        lambda hashes, song_ids=None: verified.append(song_ids) or lookup(hashes, song_ids))
+    verified, whole = [], []
+    for store, calls in ((budgeted.db, verified), (full.db, whole)):
+        monkeypatch.setattr(store, "return_matches", lambda hashes, song_ids=None, calls=calls, lookup=store.return_matches:
+                            calls.append(song_ids) or lookup(hashes, song_ids))
     rng = random.Random(11)
     for i, song in enumerate(known + unknown):
         start = round(rng.uniform(5, 40), 2)
@@ -87,6 +90,7 @@ def test_the_budgeted_search_answers_exactly_as_a_full_lookup(corpus_djv, tmp_pa
         assert quick == full.recognize(FileRecognizer, str(clip))["results"], song.name
         assert bool(quick) == (song in known), song.name
     assert sum(ids is not None for ids in verified) >= len(known), "the budget never applied"
+    assert whole and all(ids is None for ids in whole), "quick_pass off must read every row of every key"
 
 
 @pytest.mark.skipif(shutil.which("mpg123") is None, reason="mpg123 not installed (optional MP3 decoder)")

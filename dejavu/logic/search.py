@@ -50,8 +50,8 @@ def query_hits(store: Store, hashes: np.ndarray, offsets: np.ndarray, rule: Matc
     counts = store.count_matches(wanted)
     present = counts > 0
     total = int(counts.sum())
-    budget = rule.row_budget if rule.quick_pass and rule.row_budget else total
-    if total <= min(budget, FULL_LOOKUP_ROWS):
+    budget = rule.row_budget
+    if not (rule.quick_pass and budget) or total <= min(budget, FULL_LOOKUP_ROWS):
         return store.return_matches(wanted[present]), time.perf_counter() - t0, 0.0
     nominating, nominating_offsets = quick if quick is not None else (hashes, offsets)
     keys = np.flatnonzero(present & np.isin(wanted, nominating))
