@@ -450,6 +450,13 @@ def test_serve_refuses_bad_settings_in_one_line(store_config, tmp_path):
     assert out.returncode == 2 and b"--port" in out.stderr and b"Traceback" not in out.stderr
 
 
+def test_serve_without_a_token_never_creates_a_store(tmp_path):
+    out = run_cli("serve", "--port", "1", cwd=tmp_path, env={"DEJAVU_SERVER_TOKEN": ""}, timeout=60)
+    err = out.stderr.decode().strip()
+    assert out.returncode == 2 and "no database at 'dejavu.db'" in err and "\n" not in err, err
+    assert not list(tmp_path.iterdir())
+
+
 def test_the_cli_does_not_load_the_server_for_other_commands():
     code = ("import sys, dejavu.cli\ntry:\n    dejavu.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette') if m in sys.modules))")

@@ -65,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = read_config_file(args.config) if args.config else load_config(None)
         settings = server_settings(config.raw)
+        if settings.token is None:  # read-only service: never create a store (as the CLI's queries)
+            from dejavu.cli_commands import require_store
+
+            require_store(config)
         Dejavu(config).close()   # the store opens (and exists) before any worker starts
     except DejavuError as exc:
         log.error("%s", exc)
