@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_TOOLS = ROOT.parent / "shared" / "tools"
+SHARED_TOOLS = Path(os.environ.get("DEJAVU_DEV_TOOLS") or ROOT.parent / "shared" / "tools")
 CORPUS_DIR = Path(os.environ.get("DEJAVU_TEST_CORPUS", Path.home() / ".cache" / "dejavu-dev-corpus-small"))
 
 sys.path.insert(0, str(ROOT))
