@@ -162,11 +162,10 @@ def _fingerprint(djv: Any, args: argparse.Namespace) -> int:
 
 def _rebuild(config: Any, args: argparse.Namespace) -> int:
     from dejavu import Dejavu
-    from dejavu.config import load_config
     from dejavu.database.catalogue import refuse_same_store, source_config
 
     source = source_config(args.rebuild)
-    refuse_same_store(source, load_config(config))  # before opening: the settings may differ
+    refuse_same_store(source, config)  # before opening: the settings may differ
     with Dejavu(config) as djv:
         report = djv.rebuild_from(source, args.nprocs, progress=_commands().show_progress(args))
     log.info("rebuilt %d of %d song(s), skipped %d (already in the database), could not rebuild %d",
@@ -177,12 +176,11 @@ def _rebuild(config: Any, args: argparse.Namespace) -> int:
 def _transfer(djv: Any, args: argparse.Namespace) -> int:
     """--export / --import: move a catalogue through an archive file, with a progress bar."""
     path, export = (args.export, True) if args.export else (args.import_file, False)
-    total = len(djv.get_fingerprinted_songs()) if export else None
     bar = None
-    if not args.no_progress and not args.quiet and sys.stderr.isatty():
+    if _commands().show_progress(args):
         from tqdm import tqdm
 
-        bar = tqdm(total=total, unit="song", desc="exporting" if export else "importing", file=sys.stderr)
+        bar = tqdm(total=djv.db.get_num_songs() if export else None, unit="song", desc="exporting" if export else "importing", file=sys.stderr)
     try:
         if export:
             report = djv.export_catalogue(path, bar.update if bar else None)
@@ -298,12 +296,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.list_devices:
             return _list_devices()
         config = commands.configuration(args)
-        if commands.needs_a_store(args):
+        existing = commands.needs_a_store(args)
+        if existing:
             commands.require_store(config)
         if args.rebuild:
             return _rebuild(config, args)
         with Dejavu(config) as djv:
-            if commands.needs_a_store(args):
+            if existing:
                 commands.hint_if_empty(djv)
             if args.fingerprint:
                 return _fingerprint(djv, args)

@@ -12,8 +12,8 @@ import sys
 from typing import Any, Sequence
 
 from dejavu.cli import EXIT_ERROR, EXIT_NO_MATCH, EXIT_OK, _emit
-from dejavu.config import ENV_DATABASE_URL, Config, load_config, read_config_file
-from dejavu.exceptions import DatabaseError
+from dejavu.config import ENV_DATABASE_URL, Config, load_config, read_config_file, read_config_json
+from dejavu.exceptions import ConfigError, DatabaseError
 from dejavu.quoting import quote
 
 log = logging.getLogger("dejavu")
@@ -57,11 +57,16 @@ def show_progress(args: argparse.Namespace) -> bool:
 def configuration(args: argparse.Namespace) -> Config:
     """The configuration: --config's file (or the defaults), with --db PATH (an SQLite store
     at PATH) replacing its database, and DEJAVU_DATABASE_URL, for that command line."""
-    cfg = read_config_file(args.config) if args.config else load_config(None)
     if not args.db:
-        return cfg
+        return read_config_file(args.config) if args.config else load_config(None)
+    raw = read_config_json(args.config) if args.config else {}
+    if not isinstance(raw, dict):
+        return read_config_file(args.config)  # one line saying what is wrong with the file
     environ = {k: v for k, v in os.environ.items() if k != ENV_DATABASE_URL}
-    return load_config({**cfg.raw, "database_type": "sqlite", "database": {"path": args.db}}, environ=environ)
+    try:  # loaded once: its warnings are said once
+        return load_config({**raw, "database_type": "sqlite", "database": {"path": args.db}}, environ=environ)
+    except ConfigError as exc:
+        raise ConfigError(f"{quote(args.config)}: {exc}" if args.config else str(exc)) from None
 
 
 def needs_a_store(args: argparse.Namespace) -> bool:

@@ -15,7 +15,6 @@ impossible values raise :class:`~dejavu.exceptions.ConfigError` naming the key.
 """
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import math
@@ -104,10 +103,10 @@ RANGES: dict[str, Range] = {
 }
 
 
-def check_number(key: str, value: Any) -> None:
+def check_number(key: str, value: Any, rng: Range | None = None) -> None:
     """Raise ConfigError naming ``key``, ``value`` and the range unless ``value`` is a finite
-    number (an integer where one is needed) inside ``RANGES[key]``."""
-    rng = RANGES[key]
+    number (an integer where one is needed) inside ``rng`` (default ``RANGES[key]``)."""
+    rng = rng or RANGES[key]
     kinds = int if rng.integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) \
             or (isinstance(value, float) and not math.isfinite(value)) or not rng.lo <= value <= rng.hi:
@@ -348,6 +347,8 @@ def _check_top_level_keys(raw: Mapping[str, Any]) -> None:
         if guarded:
             raise ConfigError(f"unknown key {key!r}: did you mean {guarded[0]!r}? (refused: the data would "
                               "go to another database)")
+        import difflib  # only for a key that is not known
+
         close = difflib.get_close_matches(str(key), KNOWN_KEYS, n=1, cutoff=0.6)
         log.warning("configuration: unknown top-level key %r ignored%s", key,
                     f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(KNOWN_KEYS)})")
@@ -411,6 +412,15 @@ def load_config(raw: Mapping[str, Any] | None = None, *, environ: Mapping[str, s
 
 def read_config_file(path: str) -> Config:
     """Read and validate a JSON configuration file."""
+    raw = read_config_json(path)
+    try:
+        return load_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{quote(path)}: {exc}") from None
+
+
+def read_config_json(path: str) -> Any:
+    """The JSON of a configuration file, not validated (ConfigError if unreadable or not JSON)."""
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
@@ -420,7 +430,4 @@ def read_config_file(path: str) -> Config:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{quote(path)}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    try:
-        return load_config(raw)
-    except ConfigError as exc:
-        raise ConfigError(f"{quote(path)}: {exc}") from None
+    return raw

@@ -42,7 +42,7 @@ _NO_SEQSCAN = "SET LOCAL enable_seqscan = off"
 _SETUP_LOCK = 0x64656A61  # "deja"
 _COPY_SQL = 'COPY fingerprints (hash, song_id, "offset") FROM STDIN WITH (FORMAT binary{})'
 #: The indexes of fingerprints, by name.
-_INDEXES = {
+FINGERPRINT_INDEXES = {
     "ix_fingerprints_hash": 'CREATE INDEX IF NOT EXISTS ix_fingerprints_hash ON fingerprints (hash) INCLUDE (song_id, "offset")',
     "ix_fingerprints_song_id": "CREATE INDEX IF NOT EXISTS ix_fingerprints_song_id ON fingerprints "
                                "USING brin (song_id int4_minmax_multi_ops) WITH (autosummarize = on)",
@@ -77,10 +77,10 @@ class PostgreSQLDatabase(ServerDatabase):
             hash BIGINT NOT NULL,
             song_id INTEGER NOT NULL,
             "offset" INTEGER NOT NULL)""",
-        *_INDEXES.values(),
+        *FINGERPRINT_INDEXES.values(),
     )
-    load_start = ("TRUNCATE fingerprints", f"DROP INDEX {', '.join(_INDEXES)}")
-    load_finish = (*_INDEXES.values(),
+    load_start = ("TRUNCATE fingerprints", f"DROP INDEX {', '.join(FINGERPRINT_INDEXES)}")
+    load_finish = (*FINGERPRINT_INDEXES.values(),
                    "SELECT setval(pg_get_serial_sequence('songs', 'song_id'), COALESCE(MAX(song_id), 0) + 1, false) "
                    "FROM songs",
                    "ANALYZE songs, fingerprints")

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from dejavu.database.base import BaseDatabase
-from dejavu.database.song_order import SongOrder
+from dejavu.database.song_order import SongOrder, song_batches
 from dejavu.exceptions import ConfigError, DatabaseError, DatabaseUnavailableError
 from dejavu.logic.store import Hits
 
@@ -137,17 +137,13 @@ class ServerDatabase(BaseDatabase):
         offset) order: one query per batch over a range of song ids (the table's layout)."""
         ordered = sorted(songs, key=lambda song: int(song["song_id"]))
         ids = np.array([int(song["song_id"]) for song in ordered], dtype=np.int64)
-        ends = np.cumsum([int(song["total_hashes"]) for song in ordered])
         sql = self._sql("SELECT hash, song_id, {offset} FROM fingerprints WHERE song_id BETWEEN ? AND ?")
-        low = 0
-        while low < ids.size:
-            high = max(low + 1, int(np.searchsorted(ends, (ends[low - 1] if low else 0) + batch_rows, "right")))
+        for low, high in song_batches([int(song["total_hashes"]) for song in ordered], batch_rows):
             with self.cursor() as cur:
                 cur.execute(sql, (int(ids[low]), int(ids[high - 1])))
                 rows = np.array(cur.fetchall(), dtype=np.int64).reshape(-1, 3)
             rows = rows[np.isin(rows[:, 1], ids[low:high])]  # not songs being written meanwhile
             yield rows[np.lexsort((rows[:, 2], rows[:, 1]))]
-            low = high
 
     def _refuse_if_used(self, cur: Any) -> None:
         cur.execute("SELECT EXISTS (SELECT 1 FROM songs) OR EXISTS (SELECT 1 FROM fingerprints)")

@@ -29,7 +29,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from dejavu.database.postgres import PostgreSQLDatabase
+from dejavu.database.postgres import FINGERPRINT_INDEXES, PostgreSQLDatabase
 from dejavu.exceptions import ConfigError, DatabaseError
 
 if TYPE_CHECKING:
@@ -55,15 +55,11 @@ COORDINATOR_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS fingerprints (
         hash BIGINT NOT NULL, song_id INTEGER NOT NULL, "offset" INTEGER NOT NULL) PARTITION BY RANGE (song_id)""",
 )
-SHARD_INDEXES = (
-    'CREATE INDEX IF NOT EXISTS ix_fingerprints_hash ON fingerprints (hash) INCLUDE (song_id, "offset")',
-    "CREATE INDEX IF NOT EXISTS ix_fingerprints_song_id ON fingerprints "
-    "USING brin (song_id int4_minmax_multi_ops) WITH (autosummarize = on)",
-)
+#: A shard's fingerprints are the single-server store's table and indexes.
+SHARD_INDEXES = tuple(FINGERPRINT_INDEXES.values())
 SHARD_SCHEMA = (
     f"SELECT pg_advisory_xact_lock({LOCK_KEY}, 0)",
-    """CREATE TABLE IF NOT EXISTS fingerprints (
-        hash BIGINT NOT NULL, song_id INTEGER NOT NULL, "offset" INTEGER NOT NULL)""",
+    next(statement for statement in PostgreSQLDatabase.schema if "TABLE IF NOT EXISTS fingerprints" in statement),
     *SHARD_INDEXES,
     "CREATE TABLE IF NOT EXISTS dejavu_shard (shard_id SMALLINT NOT NULL, store_id TEXT NOT NULL)",
 )

@@ -28,7 +28,7 @@ import numpy as np
 
 from dejavu.database import shard_setup
 from dejavu.database.base import _new_song, _song_rows
-from dejavu.database.meta import META_TABLE, check_format
+from dejavu.database.meta import META_DDL, META_TABLE, check_format
 from dejavu.database.postgres import PostgreSQLDatabase
 from dejavu.exceptions import ConfigError, DatabaseError, DatabaseUnavailableError
 from dejavu.logic.store import Hits, NewSong
@@ -97,8 +97,7 @@ class ShardedDatabase(PostgreSQLDatabase):
         shard_setup.setup(self)
         if META_TABLE not in tables:
             with self.cursor(write=True) as cur:
-                cur.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (name VARCHAR(100) NOT NULL PRIMARY KEY, "
-                            "value TEXT NOT NULL)")
+                cur.execute(META_DDL)
         check_format(self)
         shard_setup.remove_unfinished(self)
 
@@ -203,10 +202,12 @@ class ShardedDatabase(PostgreSQLDatabase):
                                          "pg_total_relation_size('fingerprints'::regclass)")
             per_shard.append({"shard": k, "server": f"{shard.host}:{shard.port}/{shard.database}",
                               "songs": int(songs.get(k, 0)), "fingerprints": int(rows), "size_bytes": int(size)})
-        stats = super().stats()
-        stats["fingerprints"] = sum(s["fingerprints"] for s in per_shard)
-        stats["shards"] = per_shard
-        return stats
+        (count, seconds, catalogue), = self._fetch(
+            "SELECT COUNT(*), COALESCE(SUM(duration), 0), pg_total_relation_size('songs'::regclass) "
+            "FROM songs WHERE fingerprinted = 1")
+        return {"database_type": self.type, "songs": int(count),
+                "fingerprints": sum(s["fingerprints"] for s in per_shard), "audio_seconds": round(float(seconds), 1),
+                "size_bytes": int(catalogue) + sum(s["size_bytes"] for s in per_shard), "shards": per_shard}
 
     def get_num_fingerprints(self) -> int:
         return sum(int(shard._fetch("SELECT COUNT(*) FROM fingerprints")[0][0]) for shard in self.shards)
@@ -251,9 +252,10 @@ class ShardedDatabase(PostgreSQLDatabase):
                 cur.execute("UPDATE songs SET fingerprinted = 1 WHERE song_id = ANY(%s)", (finished,))
         except DatabaseError as exc:
             self._abandon([i for i in ids if i is not None])
-            if isinstance(exc, DatabaseUnavailableError) or self.unreachable_shard() is None:
+            down = None if isinstance(exc, DatabaseUnavailableError) else self.unreachable_shard()
+            if down is None:
                 raise
-            raise self.unreachable_shard() from exc
+            raise down from exc
         self._unlock([i for i in ids if i is not None])
         return ids
 

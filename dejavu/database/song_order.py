@@ -64,10 +64,7 @@ class SongOrder:
         """Rows (n, 3) int64 (hash, song_id, offset) in (song_id, offset) order, whole songs of
         about ``size`` rows at a time (songs without rows are skipped)."""
         runs = [np.load(path, mmap_mode="r") for path in self.files]
-        ends = np.cumsum(self.per_song)
-        low = 0
-        while low < ends.size and ends[-1] > (ends[low - 1] if low else 0):
-            high = max(low + 1, int(np.searchsorted(ends, (ends[low - 1] if low else 0) + size, side="right")))
+        for low, high in song_batches(self.per_song, size):
             merged = np.concatenate([run[starts[low]:starts[high]] for run, starts in zip(runs, self.starts)])
             merged = merged[_song_order(merged)]  # stable: rows given in hash order stay so
             repeated = (merged[1:] == merged[:-1])
@@ -76,7 +73,17 @@ class SongOrder:
                 raise ValueError(f"load_catalogue: the row ({row['hash']}, {row['song_id']}, {row['offset']}) "
                                  "is given twice")
             yield np.column_stack([merged["hash"], merged["song_id"], merged["offset"]]).astype(np.int64)
-            low = high
+
+
+def song_batches(rows_per_song: np.ndarray | list[int], size: int) -> Iterator[tuple[int, int]]:
+    """Index ranges [low, high) of consecutive songs holding about ``size`` rows together (at
+    least one song each), until no song with rows is left."""
+    ends = np.cumsum(rows_per_song)
+    low = 0
+    while low < ends.size and ends[-1] > (ends[low - 1] if low else 0):
+        high = max(low + 1, int(np.searchsorted(ends, (ends[low - 1] if low else 0) + size, side="right")))
+        yield low, high
+        low = high
 
 
 def _song_order(rows: np.ndarray) -> np.ndarray:

@@ -330,13 +330,11 @@ class SQLiteDatabase(BaseDatabase):
         rows regrouped by song through sorted spill files in ``tempfile``'s directory (16
         bytes a row)."""
         ids = np.array(sorted(int(song["song_id"]) for song in songs), dtype=np.int64)
-        wanted = np.zeros(int(ids.max(initial=-1)) + 1, dtype=bool)
-        wanted[ids] = True
         with tempfile.TemporaryDirectory(prefix="dejavu-export-") as spill:
             order = SongOrder(spill, ids, self.type, hash_order=False)
             for hashes, song_ids, offsets in self._current().rows():
-                keep = song_ids < wanted.size
-                keep[keep] = wanted[song_ids[keep]]
+                keep = song_ids < order.known.size  # rows of these songs only
+                keep[keep] = order.known[song_ids[keep]]
                 order.add(hashes[keep], song_ids[keep], offsets[keep])
             yield from order.batches(batch_rows)
 

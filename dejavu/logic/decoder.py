@@ -124,7 +124,7 @@ def ffmpeg_command(source: str, sample_rate: int, limit: float | None,
     return cmd + ["-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
 
 
-def _ffmpeg_reason(stderr: bytes, source: str) -> str:
+def ffmpeg_reason(stderr: bytes, source: str) -> str:
     """Why ffmpeg (or mpg123) could not decode ``source``, in one line, from its error output."""
     # The file's name is left out: the message names it already, quoted; a name holding a
     # newline reaches here cut into lines (each of its pieces is dropped).
@@ -270,11 +270,11 @@ def _blocks(cmd: list[str], stdin: IO[bytes] | int | None, block_samples: int, m
         code = proc.wait()
         stderr = messages.finish()
         if code != 0 and total == 0:
-            raise DecodeError(f"{quote(source)}: cannot decode: {_ffmpeg_reason(stderr, source)}")
+            raise DecodeError(f"{quote(source)}: cannot decode: {ffmpeg_reason(stderr, source)}")
         if code != 0 and report is None:
-            log.warning("%s: decoding stopped early: %s", quote(source), _ffmpeg_reason(stderr, source))
+            log.warning("%s: decoding stopped early: %s", quote(source), ffmpeg_reason(stderr, source))
         elif code != 0:
-            report.note_error(f"stopped early: {_ffmpeg_reason(stderr, source)}")
+            report.note_error(f"stopped early: {ffmpeg_reason(stderr, source)}")
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -148,7 +148,6 @@ def create_app(config: Config | None = None, settings: ServerSettings | None = N
     app = FastAPI(title="dejavu", version=__version__, lifespan=lifespan,
                   description="Audio recognition service: name the song and the position in it from a "
                               "few seconds of audio. Errors are `{\"status\": \"error\", \"message\": ...}`.")
-    app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     _install_error_handlers(app)
     app.include_router(api.router)

@@ -13,21 +13,22 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
+from dejavu.config import Range, check_number
 from dejavu.exceptions import ConfigError
 
 #: Environment variable holding the bearer token (overrides ``server.token``).
 ENV_SERVER_TOKEN = "DEJAVU_SERVER_TOKEN"
 
-#: (min, max) of each numeric setting.
-_RANGES: dict[str, tuple[float, float]] = {
-    "max_upload_bytes": (1024, 2**31),
-    "max_song_bytes": (1024, 2**33),
-    "max_audio_seconds": (1.0, 600.0),
-    "max_song_seconds": (1.0, 36000.0),
-    "decode_timeout_seconds": (0.5, 3600.0),
-    "max_stream_seconds": (1.0, 86400.0),
-    "max_frame_bytes": (256, 2**24),
-    "page_size_max": (1, 10000),
+#: The range of each numeric setting.
+_RANGES: dict[str, Range] = {
+    "max_upload_bytes": Range(1024, 2**31, True, "bytes"),
+    "max_song_bytes": Range(1024, 2**33, True, "bytes"),
+    "max_audio_seconds": Range(1.0, 600.0, False, "s"),
+    "max_song_seconds": Range(1.0, 36000.0, False, "s"),
+    "decode_timeout_seconds": Range(0.5, 3600.0, False, "s"),
+    "max_stream_seconds": Range(1.0, 86400.0, False, "s"),
+    "max_frame_bytes": Range(256, 2**24, True, "bytes"),
+    "page_size_max": Range(1, 10000, True, "songs"),
 }
 
 
@@ -52,13 +53,8 @@ class ServerSettings:
             raise ConfigError("server.token must be a non-empty string or null")
         if not isinstance(self.protect_reads, bool):
             raise ConfigError("server.protect_reads must be true or false")
-        for name, (low, high) in _RANGES.items():
-            value = getattr(self, name)
-            integral = isinstance(getattr(ServerSettings, name), int)
-            if isinstance(value, bool) or not isinstance(value, int if integral else (int, float)) \
-                    or not low <= value <= high:
-                kind = "an integer" if integral else "a number"
-                raise ConfigError(f"server.{name} must be {kind} in {low:g}..{high:g}, got {value!r}")
+        for name, rng in _RANGES.items():
+            check_number(f"server.{name}", getattr(self, name), rng)
         if self.protect_reads and self.token is None:
             raise ConfigError(f"server.protect_reads needs a token (server.token or {ENV_SERVER_TOKEN})")
 

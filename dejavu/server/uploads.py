@@ -219,7 +219,8 @@ def decode_upload(path: str, sample_rate: int, max_seconds: float, timeout: floa
     cmd = decoder.ffmpeg_command("file:" + path, sample_rate, max_seconds, input_args=SAFE_INPUT_ARGS)
     samples, code, stderr = _run(cmd, deadline, timeout)
     if code != 0 and samples.size == 0:
-        raise UploadError(422, f"undecodable audio ({_reason(stderr, path)})")
+        reason = decoder.ffmpeg_reason(stderr, "file:" + path).replace(path, "upload")  # not our temp name
+        raise UploadError(422, f"undecodable audio ({reason})")
     if samples.size == 0:
         raise UploadError(422, "undecodable audio (no audio samples)")
     return finite(samples)
@@ -235,11 +236,3 @@ def _run(cmd: list[str], deadline: float, timeout: float) -> tuple[np.ndarray, i
         raise UploadError(422, f"undecodable audio: decoding took longer than {timeout:g} s") from None
     samples = np.frombuffer(proc.stdout[:len(proc.stdout) // 4 * 4], dtype="<f4").astype(np.float32)
     return samples, proc.returncode, proc.stderr
-
-
-def _reason(stderr: bytes, path: str) -> str:
-    """ffmpeg's last error line, without the server's temp file name."""
-    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-    if not lines:
-        return "the decoder failed without a message"
-    return lines[-1].replace(f"file:{path}: ", "").replace(path, "upload")
